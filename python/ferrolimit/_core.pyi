@@ -1,0 +1,148 @@
+"""The native core of ferrolimit. Everything here runs in Rust; nothing blocks on I/O."""
+
+from collections.abc import Sequence
+from typing import final
+
+from typing_extensions import Self, disjoint_base
+
+__all__ = [
+    "ConcurrencyLimiter",
+    "CostExceedsLimitError",
+    "Decision",
+    "FakeClock",
+    "Limiter",
+    "Quota",
+    "__version__",
+    "parse_rates",
+]
+
+def __version__() -> str: ...
+def _call_floor(key: str) -> bool:
+    """Does nothing with one str: the cost of a call into the extension (a benchmark floor)."""
+
+def parse_rates(text: str) -> list[tuple[int, float]]:
+    """Parses ``"10/min"``, ``"3/5min"``, ``"10 per minute"`` or ``"10/s;1000/day"`` into
+    ``(limit, period_seconds)`` pairs. Raises ``ValueError`` naming the bad text and a valid example."""
+
+class CostExceedsLimitError(ValueError):
+    """A request's cost is larger than the limit itself, so it could never pass."""
+
+@final
+class Quota:
+    """One or more rates that apply together, e.g. ``Quota("10/s;1000/day")``."""
+
+    def __new__(cls, rates: str) -> Self: ...
+    @staticmethod
+    def per(limit: int, period: float) -> Quota:
+        """``limit`` units per ``period`` seconds."""
+    @property
+    def rates(self) -> list[tuple[int, float]]:
+        """``(limit, period_seconds)`` for each rate."""
+    @property
+    def limit(self) -> int:
+        """The smallest limit among the rates."""
+    def __len__(self) -> int: ...
+    def __eq__(self, other: object, /) -> bool: ...
+    def __hash__(self) -> int: ...
+
+@final
+class Decision:
+    """What a check decided. Times are seconds; ``bool(decision)`` is ``allowed``."""
+
+    @property
+    def allowed(self) -> bool: ...
+    @property
+    def limit(self) -> int:
+        """The quota of the limit that bound the decision."""
+    @property
+    def remaining(self) -> int:
+        """Whole units left after this request; never negative."""
+    @property
+    def reset_after(self) -> float:
+        """Seconds until the quota is fully restored."""
+    @property
+    def retry_after(self) -> float:
+        """Seconds until a request of this cost could pass; 0.0 when allowed."""
+    @property
+    def window(self) -> float:
+        """The period in seconds of the limit that bound the decision."""
+    @property
+    def reset_at(self) -> float:
+        """``reset_after`` as seconds since the Unix epoch, on the limiter's clock."""
+    def __bool__(self) -> bool: ...
+
+@final
+class FakeClock:
+    """A clock that moves only when told to, for tests. Starts at ``start`` seconds since the epoch."""
+
+    def __new__(cls, start: float = 1_700_000_000.0) -> Self: ...
+    def advance(self, seconds: float) -> None: ...
+    def set(self, now: float) -> None:
+        """Moves the clock to ``now``; raises ``ValueError`` if that is in the past."""
+    def now(self) -> float: ...
+
+@disjoint_base
+class Limiter:
+    """A rate limiter: one or more rates, an algorithm and a store.
+
+    ``algorithm`` is one of ``"gcra"`` (default), ``"token_bucket"``, ``"leaky_bucket"``, ``"fixed_window"``,
+    ``"sliding_window_counter"`` or ``"sliding_window_log"``. ``storage`` is ``"memory://"``.
+    The memory store keeps at most ``max_keys`` keys; keys that behave as new are dropped on their own,
+    and a live counter is never dropped. When the store is full of live keys a new key is let through
+    untracked (``on_full="allow"``) or refused (``on_full="deny"``); ``stats()["store_full"]`` counts them.
+    Pass a ``FakeClock`` as ``clock`` to control time in tests.
+    """
+
+    def __new__(
+        cls,
+        rate: str | Quota,
+        algorithm: str = "gcra",
+        storage: str = "memory://",
+        *,
+        clock: FakeClock | None = None,
+        max_keys: int = 1_000_000,
+        on_full: str = "allow",
+    ) -> Self: ...
+    def hit(self, key: str, cost: int = 1) -> Decision:
+        """Takes ``cost`` units from every rate of ``key`` if all have room; a denied request takes nothing.
+        Raises ``CostExceedsLimitError`` if ``cost`` is larger than a rate's limit."""
+    def allow(self, key: str, cost: int = 1) -> bool:
+        """``hit(key, cost).allowed`` without building a Decision."""
+    def test(self, key: str, cost: int = 1) -> Decision:
+        """What ``hit(key, cost)`` would decide now, taking nothing."""
+    def peek(self, key: str) -> Decision:
+        """The key's standing: units left now, time to full reset, and whether one more unit would pass."""
+    def reset(self, key: str) -> None:
+        """Forgets ``key``: its next request is treated as its first."""
+    def hit_many(self, limits: Sequence[tuple[str, str | Quota | None]], cost: int = 1) -> Decision:
+        """Checks several ``(key, rate)`` limits as one request (``None`` = this limiter's rates): all are
+        charged only if all pass. Returns the decision of the tightest limit."""
+    def sweep(self) -> int:
+        """Drops keys whose state is that of a fresh key; returns how many."""
+    def now(self) -> float:
+        """Seconds since the Unix epoch on this limiter's clock."""
+    def stats(self) -> dict[str, int]:
+        """``allowed``, ``denied``, ``store_full`` counts since creation, and ``keys`` held now."""
+    @property
+    def quota(self) -> Quota: ...
+    @property
+    def algorithm(self) -> str: ...
+    @property
+    def max_keys(self) -> int: ...
+    def __len__(self) -> int:
+        """Keys held in the store now."""
+
+@disjoint_base
+class ConcurrencyLimiter:
+    """At most ``limit`` requests in flight per key; ``retry_after`` is the wait suggested when full."""
+
+    def __new__(
+        cls, limit: int, *, retry_after: float = 1.0, clock: FakeClock | None = None, max_keys: int = 1_000_000
+    ) -> Self: ...
+    def acquire(self, key: str, cost: int = 1) -> Decision:
+        """Takes ``cost`` slots for ``key`` if free; give them back with ``release``."""
+    def release(self, key: str, cost: int = 1) -> None: ...
+    def peek(self, key: str) -> Decision: ...
+    @property
+    def limit(self) -> int: ...
+    def __len__(self) -> int: ...

@@ -1,0 +1,25 @@
+//! ferrolimit: rate-limiting algorithms and stores, with Python bindings in `py`.
+
+pub mod algorithm;
+pub mod clock;
+pub mod decision;
+pub mod limiter;
+pub mod rate;
+pub mod store;
+
+mod py;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+mod _core {
+    use pyo3::prelude::*;
+
+    #[pymodule_export]
+    use crate::py::{__version__, parse_rates, ConcurrencyLimiter, Decision, FakeClock, Limiter, Quota};
+
+    #[pymodule_init]
+    fn init(module: &Bound<'_, PyModule>) -> PyResult<()> {
+        crate::py::init_module(module)
+    }
+}

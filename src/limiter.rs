@@ -1,0 +1,307 @@
+//! A limiter: one algorithm, one store, one clock. Checks one or several (key, rates) limits at once.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::algorithm::{
+    Algorithm, Concurrency, FixedWindow, Gcra, LeakyBucket, SlidingLog, SlidingWindow, TokenBucket,
+};
+use crate::clock::Clock;
+use crate::decision::Decision;
+use crate::rate::Rate;
+use crate::store::memory::{Check, MemoryStore, OnFull};
+
+/// The algorithms by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AlgorithmKind {
+    Gcra,
+    TokenBucket,
+    LeakyBucket,
+    FixedWindow,
+    SlidingWindowCounter,
+    SlidingWindowLog,
+    Concurrency,
+}
+
+impl AlgorithmKind {
+    pub const NAMES: &'static str =
+        "'gcra', 'token_bucket', 'leaky_bucket', 'fixed_window', 'sliding_window_counter', 'sliding_window_log'";
+
+    /// Parses a name; `-`, spaces and case are ignored (`"Token-Bucket"` is `token_bucket`).
+    pub fn parse(name: &str) -> Option<AlgorithmKind> {
+        let normal: String = name
+            .trim()
+            .chars()
+            .map(|c| {
+                if c == '-' || c == ' ' {
+                    '_'
+                } else {
+                    c.to_ascii_lowercase()
+                }
+            })
+            .collect();
+        Some(match normal.as_str() {
+            "gcra" => AlgorithmKind::Gcra,
+            "token_bucket" => AlgorithmKind::TokenBucket,
+            "leaky_bucket" => AlgorithmKind::LeakyBucket,
+            "fixed_window" => AlgorithmKind::FixedWindow,
+            "sliding_window_counter" => AlgorithmKind::SlidingWindowCounter,
+            "sliding_window_log" | "moving_window" => AlgorithmKind::SlidingWindowLog,
+            "concurrency" => AlgorithmKind::Concurrency,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AlgorithmKind::Gcra => "gcra",
+            AlgorithmKind::TokenBucket => "token_bucket",
+            AlgorithmKind::LeakyBucket => "leaky_bucket",
+            AlgorithmKind::FixedWindow => "fixed_window",
+            AlgorithmKind::SlidingWindowCounter => "sliding_window_counter",
+            AlgorithmKind::SlidingWindowLog => "sliding_window_log",
+            AlgorithmKind::Concurrency => "concurrency",
+        }
+    }
+}
+
+/// A request that no state of the limit could ever admit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CostExceedsLimit {
+    pub cost: u64,
+    pub rate: Rate,
+}
+
+impl fmt::Display for CostExceedsLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "a cost of {} can never pass a limit of {}: the most one request can take is {}",
+            self.cost,
+            self.rate,
+            self.rate.limit()
+        )
+    }
+}
+
+impl std::error::Error for CostExceedsLimit {}
+
+/// Counts of what a limiter decided.
+#[derive(Default)]
+pub struct Counters {
+    pub allowed: AtomicU64,
+    pub denied: AtomicU64,
+}
+
+pub struct Limiter<A: Algorithm> {
+    store: MemoryStore<A::State>,
+    clock: Clock,
+    counters: Counters,
+}
+
+impl<A: Algorithm> Limiter<A> {
+    pub fn new(clock: Clock, max_keys: usize, on_full: OnFull) -> Self {
+        Limiter {
+            store: MemoryStore::new(max_keys, on_full),
+            clock,
+            counters: Counters::default(),
+        }
+    }
+
+    fn checks(&self, limits: &[(&str, &[Rate])]) -> Vec<Check<A>> {
+        limits
+            .iter()
+            .flat_map(|(key, rates)| {
+                rates.iter().map(move |&rate| Check {
+                    key: self.store.key_hash(key, rate),
+                    algorithm: A::new(rate),
+                })
+            })
+            .collect()
+    }
+
+    /// Checks all limits and commits the request only if every one passes.
+    pub fn hit(&self, limits: &[(&str, &[Rate])], cost: u64) -> Result<Decision, CostExceedsLimit> {
+        self.decide(limits, cost, true)
+    }
+
+    /// What a request of `cost` would get now, changing nothing.
+    pub fn test(&self, limits: &[(&str, &[Rate])], cost: u64) -> Result<Decision, CostExceedsLimit> {
+        self.decide(limits, cost, false)
+    }
+
+    fn decide(&self, limits: &[(&str, &[Rate])], cost: u64, commit: bool) -> Result<Decision, CostExceedsLimit> {
+        for (_, rates) in limits {
+            if let Some(&rate) = rates.iter().find(|rate| rate.limit() < cost) {
+                return Err(CostExceedsLimit { cost, rate });
+            }
+        }
+        let checks = self.checks(limits);
+        let decision = self.store.decide(&checks, self.clock.now_ns(), cost, commit);
+        if commit {
+            let counter = if decision.allowed {
+                &self.counters.allowed
+            } else {
+                &self.counters.denied
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(decision)
+    }
+
+    /// The standing of the tightest limit now: units left and time to full reset, and whether (and when) a
+    /// request of cost 1 could pass.
+    pub fn peek(&self, limits: &[(&str, &[Rate])]) -> Decision {
+        let now = self.clock.now_ns();
+        let checks = self.checks(limits);
+        Decision::tightest(checks.iter().map(|check| self.store.inspect(check, now))).expect("peek needs a limit")
+    }
+
+    pub fn reset(&self, key: &str, rates: &[Rate]) {
+        for &rate in rates {
+            self.store.remove(self.store.key_hash(key, rate));
+        }
+    }
+
+    pub fn sweep(&self, rates: &[Rate]) -> usize {
+        let now = self.clock.now_ns();
+        rates.iter().map(|&rate| self.store.sweep(&A::new(rate), now)).sum()
+    }
+
+    pub fn len(&self) -> usize {
+        self.store.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.store.is_empty()
+    }
+
+    pub fn max_keys(&self) -> usize {
+        self.store.max_keys()
+    }
+
+    pub fn counts(&self) -> (u64, u64, u64) {
+        (
+            self.counters.allowed.load(Ordering::Relaxed),
+            self.counters.denied.load(Ordering::Relaxed),
+            self.store.overflows(),
+        )
+    }
+
+    pub fn now_ns(&self) -> u64 {
+        self.clock.now_ns()
+    }
+}
+
+impl Limiter<Concurrency> {
+    /// Gives back `cost` units taken by an earlier `hit` on the same limits.
+    pub fn release(&self, limits: &[(&str, &[Rate])], cost: u64) {
+        for check in self.checks(limits) {
+            self.store.update(check.key, |in_flight| {
+                Concurrency::release(in_flight, cost);
+                *in_flight == 0
+            });
+        }
+    }
+}
+
+/// A limiter of any algorithm.
+pub enum AnyLimiter {
+    Gcra(Limiter<Gcra>),
+    TokenBucket(Limiter<TokenBucket>),
+    LeakyBucket(Limiter<LeakyBucket>),
+    FixedWindow(Limiter<FixedWindow>),
+    SlidingWindowCounter(Limiter<SlidingWindow>),
+    SlidingWindowLog(Limiter<SlidingLog>),
+    Concurrency(Limiter<Concurrency>),
+}
+
+macro_rules! dispatch {
+    ($self:expr, $limiter:ident => $body:expr) => {
+        match $self {
+            AnyLimiter::Gcra($limiter) => $body,
+            AnyLimiter::TokenBucket($limiter) => $body,
+            AnyLimiter::LeakyBucket($limiter) => $body,
+            AnyLimiter::FixedWindow($limiter) => $body,
+            AnyLimiter::SlidingWindowCounter($limiter) => $body,
+            AnyLimiter::SlidingWindowLog($limiter) => $body,
+            AnyLimiter::Concurrency($limiter) => $body,
+        }
+    };
+}
+
+impl AnyLimiter {
+    pub fn new(kind: AlgorithmKind, clock: Clock, max_keys: usize, on_full: OnFull) -> AnyLimiter {
+        match kind {
+            AlgorithmKind::Gcra => AnyLimiter::Gcra(Limiter::new(clock, max_keys, on_full)),
+            AlgorithmKind::TokenBucket => AnyLimiter::TokenBucket(Limiter::new(clock, max_keys, on_full)),
+            AlgorithmKind::LeakyBucket => AnyLimiter::LeakyBucket(Limiter::new(clock, max_keys, on_full)),
+            AlgorithmKind::FixedWindow => AnyLimiter::FixedWindow(Limiter::new(clock, max_keys, on_full)),
+            AlgorithmKind::SlidingWindowCounter => {
+                AnyLimiter::SlidingWindowCounter(Limiter::new(clock, max_keys, on_full))
+            }
+            AlgorithmKind::SlidingWindowLog => AnyLimiter::SlidingWindowLog(Limiter::new(clock, max_keys, on_full)),
+            AlgorithmKind::Concurrency => AnyLimiter::Concurrency(Limiter::new(clock, max_keys, on_full)),
+        }
+    }
+
+    pub fn kind(&self) -> AlgorithmKind {
+        match self {
+            AnyLimiter::Gcra(_) => AlgorithmKind::Gcra,
+            AnyLimiter::TokenBucket(_) => AlgorithmKind::TokenBucket,
+            AnyLimiter::LeakyBucket(_) => AlgorithmKind::LeakyBucket,
+            AnyLimiter::FixedWindow(_) => AlgorithmKind::FixedWindow,
+            AnyLimiter::SlidingWindowCounter(_) => AlgorithmKind::SlidingWindowCounter,
+            AnyLimiter::SlidingWindowLog(_) => AlgorithmKind::SlidingWindowLog,
+            AnyLimiter::Concurrency(_) => AlgorithmKind::Concurrency,
+        }
+    }
+
+    pub fn hit(&self, limits: &[(&str, &[Rate])], cost: u64) -> Result<Decision, CostExceedsLimit> {
+        dispatch!(self, limiter => limiter.hit(limits, cost))
+    }
+
+    pub fn test(&self, limits: &[(&str, &[Rate])], cost: u64) -> Result<Decision, CostExceedsLimit> {
+        dispatch!(self, limiter => limiter.test(limits, cost))
+    }
+
+    pub fn peek(&self, limits: &[(&str, &[Rate])]) -> Decision {
+        dispatch!(self, limiter => limiter.peek(limits))
+    }
+
+    pub fn reset(&self, key: &str, rates: &[Rate]) {
+        dispatch!(self, limiter => limiter.reset(key, rates));
+    }
+
+    pub fn sweep(&self, rates: &[Rate]) -> usize {
+        dispatch!(self, limiter => limiter.sweep(rates))
+    }
+
+    /// Gives back units of a concurrency limit; a no-op for time-based algorithms.
+    pub fn release(&self, limits: &[(&str, &[Rate])], cost: u64) {
+        if let AnyLimiter::Concurrency(limiter) = self {
+            limiter.release(limits, cost);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        dispatch!(self, limiter => limiter.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn max_keys(&self) -> usize {
+        dispatch!(self, limiter => limiter.max_keys())
+    }
+
+    /// (allowed, denied, new keys that found the store full)
+    pub fn counts(&self) -> (u64, u64, u64) {
+        dispatch!(self, limiter => limiter.counts())
+    }
+
+    pub fn now_ns(&self) -> u64 {
+        dispatch!(self, limiter => limiter.now_ns())
+    }
+}

@@ -1,0 +1,468 @@
+//! Python bindings: the only code besides `lib.rs` that uses pyo3.
+
+mod errors;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+
+use crate::clock::{self, Clock};
+use crate::decision;
+use crate::limiter::{AlgorithmKind, AnyLimiter};
+use crate::rate::{self, Rate};
+use crate::store::memory::OnFull;
+
+pub use errors::CostExceedsLimitError;
+use errors::{Error, Result};
+
+const NANOS: f64 = 1e9;
+
+/// Adds what `#[pymodule_export]` cannot: exception types.
+pub fn init_module(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add("CostExceedsLimitError", module.py().get_type::<CostExceedsLimitError>())?;
+    Ok(())
+}
+
+#[pyfunction]
+pub fn __version__() -> &'static str {
+    env!("CARGO_PKG_VERSION")
+}
+
+fn seconds(nanos: u64) -> f64 {
+    nanos as f64 / NANOS
+}
+
+fn nanos(seconds: f64, what: &str) -> Result<u64> {
+    if (0.0..1e10).contains(&seconds) {
+        Ok((seconds * NANOS).round() as u64)
+    } else {
+        Err(Error::Value(format!(
+            "{what} must be a number of seconds from 0 to 1e10, got {seconds}"
+        )))
+    }
+}
+
+fn positive(value: i64, what: &str) -> Result<u64> {
+    u64::try_from(value)
+        .ok()
+        .filter(|&value| value > 0)
+        .ok_or_else(|| Error::Value(format!("{what} must be a positive whole number, got {value}")))
+}
+
+/// Does nothing with one str: the cost of calling into the extension, the floor for benchmarks.
+#[pyfunction]
+pub fn _call_floor(key: &str) -> bool {
+    key.is_empty()
+}
+
+/// Parses a rate string into `(limit, period_seconds)` pairs.
+#[pyfunction]
+pub fn parse_rates(text: &str) -> PyResult<Vec<(u64, f64)>> {
+    Ok(rate::parse_rates(text)
+        .map_err(Error::from)?
+        .iter()
+        .map(|rate| (rate.limit(), seconds(rate.period_ns())))
+        .collect())
+}
+
+/// One or more rates that apply together.
+#[pyclass(module = "ferrolimit._core", frozen, eq, hash)]
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Quota {
+    rates: Vec<Rate>,
+}
+
+#[pymethods]
+impl Quota {
+    #[new]
+    fn py_new(rates: &str) -> PyResult<Self> {
+        Ok(Quota {
+            rates: rate::parse_rates(rates).map_err(Error::from)?,
+        })
+    }
+
+    /// `limit` units per `period` seconds.
+    #[staticmethod]
+    fn per(limit: i64, period: f64) -> PyResult<Self> {
+        let limit = positive(limit, "limit")?;
+        let period_ns = nanos(period, "period")?;
+        let rate = Rate::from_nanos(limit, period_ns).ok_or_else(|| {
+            Error::Value(format!(
+                "a limit of {limit} per {period} seconds is not a usable rate (period too short)"
+            ))
+        })?;
+        Ok(Quota { rates: vec![rate] })
+    }
+
+    #[getter]
+    fn rates(&self) -> Vec<(u64, f64)> {
+        self.rates
+            .iter()
+            .map(|rate| (rate.limit(), seconds(rate.period_ns())))
+            .collect()
+    }
+
+    /// The smallest limit among the rates.
+    #[getter]
+    fn limit(&self) -> u64 {
+        self.rates.iter().map(Rate::limit).min().unwrap_or(0)
+    }
+
+    fn __len__(&self) -> usize {
+        self.rates.len()
+    }
+
+    fn __str__(&self) -> String {
+        self.rates
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Quota({:?})", self.__str__())
+    }
+}
+
+/// What a limit check decided.
+#[pyclass(module = "ferrolimit._core", frozen, get_all)]
+pub struct Decision {
+    allowed: bool,
+    limit: u64,
+    remaining: u64,
+    reset_after: f64,
+    retry_after: f64,
+    window: f64,
+    reset_at: f64,
+}
+
+impl Decision {
+    fn from_core(decision: decision::Decision, now_ns: u64) -> Self {
+        Decision {
+            allowed: decision.allowed,
+            limit: decision.limit,
+            remaining: decision.remaining,
+            reset_after: seconds(decision.reset_after_ns),
+            retry_after: seconds(decision.retry_after_ns),
+            window: seconds(decision.period_ns),
+            reset_at: seconds(now_ns + decision.reset_after_ns),
+        }
+    }
+}
+
+#[pymethods]
+impl Decision {
+    fn __bool__(&self) -> bool {
+        self.allowed
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Decision(allowed={}, limit={}, remaining={}, reset_after={}, retry_after={})",
+            if self.allowed { "True" } else { "False" },
+            self.limit,
+            self.remaining,
+            self.reset_after,
+            self.retry_after
+        )
+    }
+}
+
+/// A clock that moves only when told to, for tests. Starts at `start` seconds since the Unix epoch.
+#[pyclass(module = "ferrolimit._core", frozen)]
+pub struct FakeClock {
+    clock: clock::FakeClock,
+}
+
+#[pymethods]
+impl FakeClock {
+    #[new]
+    #[pyo3(signature = (start = 1_700_000_000.0))]
+    fn py_new(start: f64) -> PyResult<Self> {
+        Ok(FakeClock {
+            clock: clock::FakeClock::new(nanos(start, "start")?),
+        })
+    }
+
+    fn advance(&self, seconds: f64) -> PyResult<()> {
+        self.clock.advance_ns(nanos(seconds, "seconds")?);
+        Ok(())
+    }
+
+    fn set(&self, now: f64) -> PyResult<()> {
+        if self.clock.set_ns(nanos(now, "now")?) {
+            Ok(())
+        } else {
+            Err(Error::Value(format!("a clock never goes back: {now} is before {}", self.now())).into())
+        }
+    }
+
+    fn now(&self) -> f64 {
+        seconds(self.clock.now_ns())
+    }
+}
+
+fn quota_of(value: &Bound<'_, PyAny>) -> PyResult<Vec<Rate>> {
+    if let Ok(quota) = value.cast::<Quota>() {
+        return Ok(quota.get().rates.clone());
+    }
+    if let Ok(text) = value.cast::<PyString>() {
+        return Ok(rate::parse_rates(text.to_str()?).map_err(Error::from)?);
+    }
+    Err(Error::Type(format!(
+        "a rate must be a str such as '10/min' or a Quota, not {}",
+        value.get_type().name()?
+    ))
+    .into())
+}
+
+fn make_clock(clock: Option<&Bound<'_, FakeClock>>) -> Clock {
+    clock.map_or_else(Clock::monotonic, |fake| Clock::Fake(fake.get().clock.clone()))
+}
+
+fn check_storage(storage: &str) -> Result<()> {
+    let scheme = storage.split_once("://").map_or(storage, |(scheme, _)| scheme);
+    match scheme {
+        "memory" => Ok(()),
+        "redis" | "rediss" | "redis+cluster" | "redis+unix" => Err(Error::Value(format!(
+            "storage {storage:?}: the Redis store is not available in this version yet"
+        ))),
+        _ => Err(Error::Value(format!(
+            "unknown storage {storage:?}; expected 'memory://' (or redis://host:port/db once Redis is supported)"
+        ))),
+    }
+}
+
+fn on_full_of(on_full: &str) -> Result<OnFull> {
+    match on_full {
+        "allow" => Ok(OnFull::Allow),
+        "deny" => Ok(OnFull::Deny),
+        other => Err(Error::Value(format!(
+            "on_full must be 'allow' or 'deny', got {other:?}"
+        ))),
+    }
+}
+
+/// A rate limiter: one or more rates, an algorithm and a store.
+#[pyclass(module = "ferrolimit._core", frozen, subclass)]
+pub struct Limiter {
+    limiter: AnyLimiter,
+    quota: Quota,
+}
+
+impl Limiter {
+    fn decide(&self, key: &str, cost: i64, commit: bool) -> PyResult<Decision> {
+        let cost = positive(cost, "cost")?;
+        let limits = [(key, self.quota.rates.as_slice())];
+        let decision = if commit {
+            self.limiter.hit(&limits, cost)
+        } else {
+            self.limiter.test(&limits, cost)
+        };
+        Ok(Decision::from_core(
+            decision.map_err(Error::from)?,
+            self.limiter.now_ns(),
+        ))
+    }
+}
+
+#[pymethods]
+impl Limiter {
+    #[new]
+    #[pyo3(signature = (rate, algorithm = "gcra", storage = "memory://", *, clock = None, max_keys = 1_000_000, on_full = "allow"))]
+    fn py_new(
+        rate: &Bound<'_, PyAny>,
+        algorithm: &str,
+        storage: &str,
+        clock: Option<&Bound<'_, FakeClock>>,
+        max_keys: i64,
+        on_full: &str,
+    ) -> PyResult<Self> {
+        let rates = quota_of(rate)?;
+        let kind = AlgorithmKind::parse(algorithm)
+            .filter(|kind| *kind != AlgorithmKind::Concurrency)
+            .ok_or_else(|| {
+                Error::Value(format!(
+                    "unknown algorithm {algorithm:?}; expected one of {}",
+                    AlgorithmKind::NAMES
+                ))
+            })?;
+        check_storage(storage)?;
+        let max_keys = positive(max_keys, "max_keys")? as usize;
+        let limiter = AnyLimiter::new(kind, make_clock(clock), max_keys, on_full_of(on_full)?);
+        Ok(Limiter {
+            limiter,
+            quota: Quota { rates },
+        })
+    }
+
+    /// Takes `cost` units from every rate of `key` if all have room; a denied request takes nothing.
+    #[pyo3(signature = (key, cost = 1))]
+    fn hit(&self, key: &str, cost: i64) -> PyResult<Decision> {
+        self.decide(key, cost, true)
+    }
+
+    /// `hit(key, cost).allowed`, without building a Decision.
+    #[pyo3(signature = (key, cost = 1))]
+    fn allow(&self, key: &str, cost: i64) -> PyResult<bool> {
+        let cost = positive(cost, "cost")?;
+        Ok(self
+            .limiter
+            .hit(&[(key, self.quota.rates.as_slice())], cost)
+            .map_err(Error::from)?
+            .allowed)
+    }
+
+    /// What `hit(key, cost)` would decide now, without taking anything.
+    #[pyo3(signature = (key, cost = 1))]
+    fn test(&self, key: &str, cost: i64) -> PyResult<Decision> {
+        self.decide(key, cost, false)
+    }
+
+    /// The key's standing now: units left, time to full reset, and whether one more unit would pass.
+    fn peek(&self, key: &str) -> Decision {
+        Decision::from_core(
+            self.limiter.peek(&[(key, self.quota.rates.as_slice())]),
+            self.limiter.now_ns(),
+        )
+    }
+
+    /// Forgets `key`: its next request is treated as its first.
+    fn reset(&self, key: &str) {
+        self.limiter.reset(key, &self.quota.rates);
+    }
+
+    /// Checks several (key, rate) limits as one request: all are charged only if all pass.
+    /// A rate of `None` means this limiter's own rates.
+    #[pyo3(signature = (limits, cost = 1))]
+    fn hit_many(&self, limits: Vec<(String, Option<Bound<'_, PyAny>>)>, cost: i64) -> PyResult<Decision> {
+        let cost = positive(cost, "cost")?;
+        if limits.is_empty() {
+            return Err(Error::Value("hit_many needs at least one (key, rate) pair".to_owned()).into());
+        }
+        let parsed: Vec<(String, Vec<Rate>)> = limits
+            .into_iter()
+            .map(|(key, rate)| {
+                Ok((
+                    key,
+                    rate.map_or_else(|| Ok(self.quota.rates.clone()), |rate| quota_of(&rate))?,
+                ))
+            })
+            .collect::<PyResult<_>>()?;
+        let borrowed: Vec<(&str, &[Rate])> = parsed
+            .iter()
+            .map(|(key, rates)| (key.as_str(), rates.as_slice()))
+            .collect();
+        let decision = self.limiter.hit(&borrowed, cost).map_err(Error::from)?;
+        Ok(Decision::from_core(decision, self.limiter.now_ns()))
+    }
+
+    /// Drops every key whose state is that of a fresh key; returns how many. Happens on its own as keys arrive.
+    fn sweep(&self) -> usize {
+        self.limiter.sweep(&self.quota.rates)
+    }
+
+    /// Seconds since the Unix epoch on this limiter's clock.
+    fn now(&self) -> f64 {
+        seconds(self.limiter.now_ns())
+    }
+
+    /// Counts since creation: allowed, denied, and new keys that found the store full.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let (allowed, denied, overflowed) = self.limiter.counts();
+        let stats = PyDict::new(py);
+        stats.set_item("allowed", allowed)?;
+        stats.set_item("denied", denied)?;
+        stats.set_item("store_full", overflowed)?;
+        stats.set_item("keys", self.limiter.len())?;
+        Ok(stats)
+    }
+
+    #[getter]
+    fn quota(&self) -> Quota {
+        self.quota.clone()
+    }
+
+    #[getter]
+    fn algorithm(&self) -> &'static str {
+        self.limiter.kind().name()
+    }
+
+    #[getter]
+    fn max_keys(&self) -> usize {
+        self.limiter.max_keys()
+    }
+
+    /// Keys held in the store now.
+    fn __len__(&self) -> usize {
+        self.limiter.len()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Limiter({:?}, algorithm={:?})",
+            self.quota.__str__(),
+            self.limiter.kind().name()
+        )
+    }
+}
+
+/// At most `limit` requests in flight per key.
+#[pyclass(module = "ferrolimit._core", frozen, subclass)]
+pub struct ConcurrencyLimiter {
+    limiter: AnyLimiter,
+    rates: Vec<Rate>,
+}
+
+#[pymethods]
+impl ConcurrencyLimiter {
+    #[new]
+    #[pyo3(signature = (limit, *, retry_after = 1.0, clock = None, max_keys = 1_000_000))]
+    fn py_new(limit: i64, retry_after: f64, clock: Option<&Bound<'_, FakeClock>>, max_keys: i64) -> PyResult<Self> {
+        let limit = positive(limit, "limit")?;
+        let retry_ns = nanos(retry_after, "retry_after")?.max(limit);
+        let rate = Rate::from_nanos(limit, retry_ns).expect("retry_ns >= limit >= 1");
+        let max_keys = positive(max_keys, "max_keys")? as usize;
+        let limiter = AnyLimiter::new(AlgorithmKind::Concurrency, make_clock(clock), max_keys, OnFull::Deny);
+        Ok(ConcurrencyLimiter {
+            limiter,
+            rates: vec![rate],
+        })
+    }
+
+    /// Takes `cost` slots for `key` if they are free. Give them back with `release`.
+    #[pyo3(signature = (key, cost = 1))]
+    fn acquire(&self, key: &str, cost: i64) -> PyResult<Decision> {
+        let cost = positive(cost, "cost")?;
+        let decision = self
+            .limiter
+            .hit(&[(key, self.rates.as_slice())], cost)
+            .map_err(Error::from)?;
+        Ok(Decision::from_core(decision, self.limiter.now_ns()))
+    }
+
+    /// Gives back `cost` slots taken by `acquire`.
+    #[pyo3(signature = (key, cost = 1))]
+    fn release(&self, key: &str, cost: i64) -> PyResult<()> {
+        let cost = positive(cost, "cost")?;
+        self.limiter.release(&[(key, self.rates.as_slice())], cost);
+        Ok(())
+    }
+
+    /// Slots in use and free for `key` now, as a Decision.
+    fn peek(&self, key: &str) -> Decision {
+        Decision::from_core(
+            self.limiter.peek(&[(key, self.rates.as_slice())]),
+            self.limiter.now_ns(),
+        )
+    }
+
+    #[getter]
+    fn limit(&self) -> u64 {
+        self.rates[0].limit()
+    }
+
+    fn __len__(&self) -> usize {
+        self.limiter.len()
+    }
+}

@@ -1,0 +1,227 @@
+"""The general limiter through the Python API, every algorithm, on a fake clock."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import pytest
+
+from ferrolimit import ConcurrencyLimiter, CostExceedsLimitError, FakeClock, Limiter, Quota, parse_rates
+from tests.conftest import TIME_ALGORITHMS
+
+
+@pytest.mark.parametrize("algorithm", TIME_ALGORITHMS)
+def test_burst_then_denial_then_exactly_retry_after(algorithm: str, clock: FakeClock) -> None:
+    limiter = Limiter("10/min", algorithm, clock=clock)
+    remaining = [limiter.hit("k").remaining for _ in range(10)]
+    assert remaining == list(range(9, -1, -1))
+    denied = limiter.hit("k")
+    assert (denied.allowed, denied.limit, denied.remaining) == (False, 10, 0)
+    assert denied.retry_after > 0
+    assert not bool(denied)
+    assert limiter.hit("k").retry_after == denied.retry_after, "a denied request consumes nothing"
+    clock.advance(denied.retry_after - 0.001)
+    assert not limiter.hit("k").allowed
+    clock.advance(0.001)
+    assert limiter.hit("k").allowed
+
+
+@pytest.mark.parametrize("algorithm", TIME_ALGORITHMS)
+def test_cost_and_reset_and_peek(algorithm: str, clock: FakeClock) -> None:
+    limiter = Limiter("10/min", algorithm, clock=clock)
+    assert limiter.hit("k", cost=4).remaining == 6
+    assert limiter.peek("k").remaining == 6
+    assert limiter.test("k", cost=6).allowed
+    assert limiter.peek("k").remaining == 6, "test() takes nothing"
+    denied = limiter.hit("k", cost=7)
+    assert not denied.allowed and denied.remaining == 6
+    assert limiter.hit("k", cost=6).remaining == 0
+    assert not limiter.peek("k").allowed
+    limiter.reset("k")
+    assert limiter.peek("k").remaining == 10
+    with pytest.raises(CostExceedsLimitError, match="a cost of 11 can never pass a limit of 10 per 1 minute"):
+        limiter.hit("k", cost=11)
+
+
+@pytest.mark.parametrize("algorithm", TIME_ALGORITHMS)
+def test_multiple_rates_are_charged_together(algorithm: str, clock: FakeClock) -> None:
+    limiter = Limiter("3/s;5/min", algorithm, clock=clock)
+    assert [limiter.hit("k").allowed for _ in range(4)] == [True, True, True, False]
+    clock.advance(2)  # two whole windows: even the sliding counter has forgotten the first second
+    second = [limiter.hit("k") for _ in range(3)]
+    assert [d.allowed for d in second] == [True, True, False]
+    assert (second[2].limit, second[2].window) == (5, 60.0), "the per-minute rate is the one that binds"
+    clock.advance(2)
+    assert not limiter.hit("k").allowed
+
+
+def test_a_denial_by_one_key_takes_nothing_from_the_others(clock: FakeClock) -> None:
+    limiter = Limiter("1000/min", clock=clock)
+    ip, user = ("ip:198.51.100.1", "2/min"), ("user:7", "10/min")
+    assert limiter.hit_many([ip, user]).remaining == 1
+    assert limiter.hit_many([ip, user]).remaining == 0
+    denied = limiter.hit_many([ip, user, ("global", None)])
+    assert not denied.allowed and denied.limit == 2
+    assert limiter.hit_many([user]).remaining == 7
+    assert limiter.hit_many([("global", None)]).remaining == 999, "nor from the global limit"
+    with pytest.raises(ValueError, match="at least one"):
+        limiter.hit_many([])
+
+
+def test_decision_times_and_reset_at(clock: FakeClock) -> None:
+    limiter = Limiter("10/min", "gcra", clock=clock)
+    first = limiter.hit("k")
+    assert (first.reset_after, first.retry_after, first.window) == (6.0, 0.0, 60.0)
+    assert first.reset_at == clock.now() + 6.0
+    assert "Decision(allowed=True, limit=10, remaining=9" in repr(first)
+
+
+def test_threads_share_one_key_exactly() -> None:
+    limiter = Limiter("1000/hour", "gcra", clock=FakeClock())
+    allowed: list[int] = []
+
+    def worker() -> None:
+        allowed.append(sum(limiter.allow("hot") for _ in range(10_000)))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(allowed) == 1000
+    assert limiter.stats()["allowed"] == 1000 and limiter.stats()["denied"] == 79_000
+
+
+@pytest.mark.parametrize("algorithm", ["gcra", "token_bucket", "fixed_window", "sliding_window_counter"])
+def test_two_million_keys_stay_bounded_and_live_keys_survive(algorithm: str, clock: FakeClock) -> None:
+    limiter = Limiter("3/hour", algorithm, clock=clock, max_keys=100_000)
+    for _ in range(3):
+        limiter.hit("victim")
+    assert not limiter.hit("victim").allowed
+    largest = 0
+    for index in range(2_000_000):
+        limiter.allow(f"client-{index}")
+        if index % 250_000 == 0:
+            largest = max(largest, len(limiter))
+    assert max(largest, len(limiter)) <= 100_000
+    assert limiter.stats()["store_full"] > 0
+    assert not limiter.hit("victim").allowed, "a live key was never reset"
+    clock.advance(2 * 3600)  # two windows, so that even the sliding counter has forgotten
+    assert limiter.hit("victim").allowed
+    assert limiter.sweep() > 0
+
+
+def test_idle_keys_are_dropped_without_changing_decisions(clock: FakeClock) -> None:
+    limiter = Limiter("2/min", "sliding_window_log", clock=clock)
+    for index in range(1000):
+        limiter.hit(f"k{index}")
+    limiter.hit("busy")
+    limiter.hit("busy")
+    clock.advance(59)
+    assert limiter.sweep() == 0
+    clock.advance(1)
+    assert limiter.sweep() == 1001
+    assert len(limiter) == 0
+    assert limiter.hit("busy").remaining == 1
+
+
+def test_a_full_store_can_deny_new_keys(clock: FakeClock) -> None:
+    limiter = Limiter("5/min", clock=clock, max_keys=2, on_full="deny")
+    assert limiter.allow("a") and limiter.allow("b")
+    refused = limiter.hit("c")
+    assert not refused.allowed and refused.retry_after > 0
+    assert limiter.allow("a")
+    assert limiter.stats()["store_full"] == 1
+
+
+def test_concurrency_limiter_counts_requests_in_flight(clock: FakeClock) -> None:
+    limiter = ConcurrencyLimiter(2, retry_after=0.5, clock=clock)
+    assert limiter.acquire("k").remaining == 1
+    assert limiter.acquire("k").remaining == 0
+    denied = limiter.acquire("k")
+    assert not denied.allowed and denied.retry_after == 0.5
+    clock.advance(3600)
+    assert not limiter.acquire("k").allowed
+    limiter.release("k")
+    assert limiter.acquire("k").allowed
+    limiter.release("k")
+    limiter.release("k")
+    assert len(limiter) == 0 and limiter.peek("k").remaining == 2
+
+
+def test_quota_and_parse_rates() -> None:
+    assert parse_rates("10/s;1000/day") == [(10, 1.0), (1000, 86_400.0)]
+    quota = Quota("10 per minute")
+    assert str(quota) == "10 per 1 minute" and quota.limit == 10 and len(quota) == 1
+    assert quota == Quota("10/min") and hash(quota) == hash(Quota("10/min"))
+    assert Quota.per(5, 1.5).rates == [(5, 1.5)]
+    assert str(Quota("3/5min;100/hour")) == "3 per 5 minutes; 100 per 1 hour"
+
+
+BAD_RATES = [
+    "", "   ", "10", "ten/min", "10/", "/min", "10/fortnight", "0/min", "-5/min", "1.5/min", "10/0s", "10//s",
+    "10/min;", ";", "10/5", "10 per", "10 every minute", "99999999999999999999999/s", "10/999999999999999day",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("text", BAD_RATES)
+def test_bad_rate_strings_name_the_text_and_a_valid_example(text: str) -> None:
+    with pytest.raises(ValueError) as raised:
+        Limiter(text)
+    message = str(raised.value)
+    assert repr(text).replace("'", '"') in message or f'"{text}"' in message
+    assert "'10/min'" in message
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"rate": 10}, TypeError, "a rate must be a str such as '10/min' or a Quota, not int"),
+        ({"rate": "1/s", "algorithm": "bogus"}, ValueError, "unknown algorithm \"bogus\"; expected one of 'gcra'"),
+        ({"rate": "1/s", "storage": "mongodb://x"}, ValueError, 'unknown storage "mongodb://x"'),
+        ({"rate": "1/s", "storage": "redis://localhost"}, ValueError, "Redis store is not available"),
+        ({"rate": "1/s", "max_keys": 0}, ValueError, "max_keys must be a positive whole number, got 0"),
+        ({"rate": "1/s", "on_full": "maybe"}, ValueError, "on_full must be 'allow' or 'deny'"),
+    ],
+)
+def test_bad_configuration_is_refused_clearly(kwargs: dict[str, object], error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message.replace("(", r"\(").replace(".", r"\.")):
+        Limiter(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("cost", [0, -1, -(2**70)])
+def test_non_positive_costs_are_refused(cost: int) -> None:
+    limiter = Limiter("10/min")
+    with pytest.raises((ValueError, OverflowError)):
+        limiter.hit("k", cost=cost)
+    with pytest.raises((ValueError, OverflowError)):
+        limiter.allow("k", cost)
+
+
+@pytest.mark.parametrize("bad", [1.5, "2", None, b"k"])
+def test_wrong_types_raise_type_error(bad: object) -> None:
+    limiter = Limiter("10/min")
+    with pytest.raises(TypeError):
+        limiter.hit("k", cost=bad)  # type: ignore[arg-type]
+    if not isinstance(bad, str):
+        with pytest.raises(TypeError):
+            limiter.hit(bad)  # type: ignore[arg-type]
+
+
+def test_fake_clock_never_goes_back() -> None:
+    clock = FakeClock(100.0)
+    clock.advance(0.5)
+    assert clock.now() == 100.5
+    with pytest.raises(ValueError, match="never goes back"):
+        clock.set(50.0)
+    for bad in (-1.0, math.inf, math.nan):
+        with pytest.raises(ValueError):
+            clock.advance(bad)
+
+
+def test_real_clock_is_wall_time() -> None:
+    import time
+
+    limiter = Limiter("1/s")
+    assert abs(limiter.now() - time.time()) < 5
