@@ -1,0 +1,140 @@
+"""Client addresses and keys: trusted proxies, spoofing, IPv6 grouping, the no-client sentinel."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from ferrolimit.keys import NO_CLIENT, ClientIdentifier, IPSet, route_name
+
+
+def raw(**headers: str) -> list[tuple[bytes, bytes]]:
+    return [(name.replace("_", "-").encode(), value.encode()) for name, value in headers.items()]
+
+
+def test_no_proxy_ignores_forwarding_headers() -> None:
+    ident = ClientIdentifier()
+    spoofed = raw(x_forwarded_for="1.1.1.1", forwarded="for=2.2.2.2")
+    assert ident.client_ip("203.0.113.9", spoofed) == "203.0.113.9"
+    assert ident.client_key("203.0.113.9", spoofed) == "203.0.113.9"
+
+
+@pytest.mark.parametrize(
+    ("hops", "xff", "expected"),
+    [
+        (1, "198.51.100.7", "198.51.100.7"),
+        (1, "6.6.6.6, 198.51.100.7", "198.51.100.7"),  # the client's own entry sits left of the proxy's
+        (2, "6.6.6.6, 198.51.100.7, 10.0.0.2", "198.51.100.7"),
+        (2, "198.51.100.7", "198.51.100.7"),  # fewer entries than hops: the outermost known hop
+        (1, "", "10.0.0.1"),  # a proxy that set nothing: the peer
+        (1, "not-an-ip", None),
+        (1, "198.51.100.7:4711", "198.51.100.7"),
+        (1, "[2001:db8::1]:4711", "2001:db8::1"),
+        (1, "::ffff:198.51.100.7", "198.51.100.7"),
+    ],
+)
+def test_hop_count_takes_the_nth_entry_from_the_right(hops: int, xff: str, expected: str | None) -> None:
+    ident = ClientIdentifier(trusted_proxies=hops)
+    assert ident.client_ip("10.0.0.1", raw(x_forwarded_for=xff) if xff else []) == expected
+
+
+def test_repeated_header_lines_are_one_list() -> None:
+    ident = ClientIdentifier(trusted_proxies=1)
+    headers = [(b"x-forwarded-for", b"6.6.6.6"), (b"x-forwarded-for", b"198.51.100.7")]
+    assert ident.client_ip("10.0.0.1", headers) == "198.51.100.7"
+
+
+def test_cidr_list_reads_headers_only_from_trusted_peers_and_skips_trusted_hops() -> None:
+    ident = ClientIdentifier(trusted_proxies=["10.0.0.0/8", "192.0.2.1"])
+    headers = raw(x_forwarded_for="6.6.6.6, 198.51.100.7, 10.1.2.3")
+    assert ident.client_ip("10.0.0.1", headers) == "198.51.100.7"
+    assert ident.client_ip("192.0.2.1", headers) == "198.51.100.7"
+    assert ident.client_ip("203.0.113.5", headers) == "203.0.113.5", "an untrusted peer's header is ignored"
+    assert ident.client_ip("10.0.0.1", raw(x_forwarded_for="10.9.9.9, 10.1.1.1")) == "10.9.9.9"
+    assert ident.client_ip("10.0.0.1", raw(x_forwarded_for="garbage, 10.1.1.1")) is None
+    assert ident.client_ip("10.0.0.1", raw(x_forwarded_for="198.51.100.7, garbage")) is None
+
+
+def test_rfc7239_forwarded() -> None:
+    ident = ClientIdentifier(trusted_proxies=["10.0.0.0/8"], proxy_header="Forwarded")
+    headers = raw(forwarded='for=6.6.6.6, for="[2001:db8:cafe::17]:4711";proto=https, for=10.0.0.3;by=10.0.0.9')
+    assert ident.client_ip("10.0.0.1", headers) == "2001:db8:cafe::17"
+    assert ident.client_key("10.0.0.1", headers) == "2001:db8:cafe::/64"
+    # X-Forwarded-For is not consulted when the proxy speaks Forwarded.
+    assert ident.client_ip("10.0.0.1", raw(x_forwarded_for="198.51.100.7")) == "10.0.0.1"
+    assert ident.client_ip("10.0.0.1", raw(forwarded="for=unknown")) is None
+    assert ident.client_ip("10.0.0.1", raw(forwarded="proto=https")) is None
+
+
+def test_mappings_work_like_raw_headers() -> None:
+    from starlette.datastructures import Headers
+
+    ident = ClientIdentifier(trusted_proxies=1)
+    assert ident.client_ip("10.0.0.1", {"x-forwarded-for": "6.6.6.6, 198.51.100.7"}) == "198.51.100.7"
+    assert ident.client_ip("10.0.0.1", {"X-Forwarded-For": "198.51.100.8"}) == "198.51.100.8"
+    starlette_headers = Headers(raw=[(b"x-forwarded-for", b"6.6.6.6"), (b"x-forwarded-for", b"198.51.100.9")])
+    assert ident.client_ip("10.0.0.1", starlette_headers) == "198.51.100.9"
+
+
+def test_ipv6_is_keyed_by_prefix() -> None:
+    ident = ClientIdentifier()
+    assert ident.client_key("2001:db8:1:2:aaaa::1", []) == "2001:db8:1:2::/64"
+    assert ident.client_key("2001:db8:1:2:ffff::9", []) == "2001:db8:1:2::/64"
+    assert ident.client_key("2001:db8:1:3::1", []) == "2001:db8:1:3::/64"
+    assert ident.client_ip("2001:DB8:1:2:AAAA:0:0:1", []) == "2001:db8:1:2:aaaa::1"
+    assert ident.client_key("::ffff:198.51.100.7", []) == "198.51.100.7"
+    assert ClientIdentifier(ipv6_prefix=48).client_key("2001:db8:1:2::1", []) == "2001:db8:1::/48"
+    assert ClientIdentifier(ipv6_prefix=128).client_key("2001:db8::1", []) == "2001:db8::1"
+
+
+def test_no_client_is_a_sentinel_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    ident = ClientIdentifier(trusted_proxies=1)
+    with caplog.at_level(logging.WARNING, logger="ferrolimit"):
+        assert ident.client_key(None, []) == NO_CLIENT
+        assert ident.client_key("10.0.0.1", raw(x_forwarded_for="nonsense")) == NO_CLIENT
+    assert ident.client_ip(None, []) is None
+    assert len([r for r in caplog.records if "no resolvable client" in r.message]) == 1, "warned once, not per request"
+
+
+def test_a_named_peer_is_kept() -> None:
+    assert ClientIdentifier().client_key("testclient", []) == "testclient"
+    assert ClientIdentifier(trusted_proxies=1).client_key("testclient", []) == "testclient"
+
+
+def test_huge_and_hostile_headers_neither_crash_nor_take_long() -> None:
+    ident = ClientIdentifier(trusted_proxies=["10.0.0.0/8"])
+    hostile = [(b"x-forwarded-for", b"198.51.100.7," + b"10.0.0.1," * 20_000 + b"10.0.0.1")]
+    assert ident.client_ip("10.0.0.2", hostile) == "10.0.0.1", "the walk stops after 32 trusted hops"
+    for value in [b"\xff\xfe", b"[", b"[::1", b'"', b"1.2.3.4:5:6", b"%", b",,,", b"x" * 10_000]:
+        assert ident.client_ip("10.0.0.2", [(b"x-forwarded-for", value)]) is None
+
+
+def test_bad_configuration_is_refused() -> None:
+    with pytest.raises(ValueError, match="'not-a-net' is not an IP address or network"):
+        ClientIdentifier(trusted_proxies=["not-a-net"])
+    with pytest.raises(ValueError, match="hop count"):
+        ClientIdentifier(trusted_proxies=-1)
+    with pytest.raises(TypeError):
+        ClientIdentifier(trusted_proxies=True)
+    with pytest.raises(ValueError, match="ipv6_prefix"):
+        ClientIdentifier(ipv6_prefix=0)
+    with pytest.raises(ValueError, match="proxy_header"):
+        ClientIdentifier(proxy_header="x-real-ip")
+
+
+def test_ipset_matches_addresses_and_networks() -> None:
+    exempt = IPSet(["127.0.0.1", "10.0.0.0/8", "2001:db8::/32"])
+    assert "127.0.0.1" in exempt and "10.200.0.1" in exempt and "2001:db8:ffff::1" in exempt
+    assert "11.0.0.1" not in exempt and "2001:db9::1" not in exempt and "testclient" not in exempt
+    assert "::ffff:10.0.0.1" in exempt
+    assert not IPSet() and bool(exempt)
+
+
+def test_route_name_is_the_template() -> None:
+    class Route:
+        path_format = "/users/{id}"
+        path = "/users/{id:int}"
+
+    assert route_name({"route": Route(), "path": "/users/7"}) == "/users/{id}"
+    assert route_name({"path": "/users/7"}) is None
