@@ -3,6 +3,7 @@
 pub mod algorithm;
 pub mod clock;
 pub mod decision;
+pub mod headers;
 pub mod limiter;
 pub mod rate;
 pub mod store;
@@ -16,7 +17,10 @@ mod _core {
     use pyo3::prelude::*;
 
     #[pymodule_export]
-    use crate::py::{__version__, parse_rates, ConcurrencyLimiter, Decision, FakeClock, Limiter, Quota};
+    use crate::py::{__version__, _call_floor, parse_rates, ConcurrencyLimiter, Decision, FakeClock, Limiter, Quota};
+
+    #[pymodule_export]
+    use crate::py::{denied_body, exceeded_detail, retry_after_s, HeaderRenderer};
 
     #[pymodule_init]
     fn init(module: &Bound<'_, PyModule>) -> PyResult<()> {
