@@ -4,6 +4,9 @@ use std::fmt;
 use std::time::Duration;
 
 const NANOS_PER_SECOND: u64 = 1_000_000_000;
+/// Ten years: long enough for any quota, short enough that window arithmetic on Unix-epoch nanoseconds
+/// never overflows.
+pub const MAX_PERIOD_NS: u64 = 3_650 * 86_400 * NANOS_PER_SECOND;
 const EXAMPLES: &str = "'10/min', '100 per hour', '3/5min' or '10/s;1000/day'";
 
 /// `limit` units per `period`. Both are non-zero, and the period holds at least one nanosecond per unit.
@@ -33,14 +36,15 @@ impl fmt::Display for RateError {
 impl std::error::Error for RateError {}
 
 impl Rate {
-    /// `limit` per `period`, or `None` when either is zero or the period is shorter than one nanosecond per unit.
+    /// `limit` per `period`, or `None` when either is zero, the period is shorter than one nanosecond per
+    /// unit, or longer than ten years.
     pub fn new(limit: u64, period: Duration) -> Option<Rate> {
         let period_ns = u64::try_from(period.as_nanos()).ok()?;
         Self::from_nanos(limit, period_ns)
     }
 
     pub fn from_nanos(limit: u64, period_ns: u64) -> Option<Rate> {
-        if limit == 0 || period_ns == 0 || period_ns < limit {
+        if limit == 0 || period_ns == 0 || period_ns < limit || period_ns > MAX_PERIOD_NS {
             return None;
         }
         Some(Rate { limit, period_ns })
@@ -136,7 +140,8 @@ fn parse_one(item: &str, input: &str) -> Result<Rate, RateError> {
     let period_ns = multiplier
         .checked_mul(seconds)
         .and_then(|s| s.checked_mul(NANOS_PER_SECOND))
-        .ok_or_else(|| error("the period is too long".to_owned()))?;
+        .filter(|&period_ns| period_ns <= MAX_PERIOD_NS)
+        .ok_or_else(|| error("the period is too long (ten years at most)".to_owned()))?;
     Rate::from_nanos(limit, period_ns).ok_or_else(|| error("more than one unit per nanosecond".to_owned()))
 }
 
@@ -185,6 +190,7 @@ mod tests {
         assert_eq!(one("10 per minute"), (10, 60));
         assert_eq!(one("10 per 2 hours"), (10, 7200));
         assert_eq!(one("  7 / Second "), (7, 1));
+        assert_eq!(one("1/3650day"), (1, 3650 * 86_400));
         for unit in ["s", "sec", "second", "seconds"] {
             assert_eq!(one(&format!("1/{unit}")), (1, 1));
         }

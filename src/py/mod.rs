@@ -87,7 +87,7 @@ impl Quota {
         let period_ns = nanos(period, "period")?;
         let rate = Rate::from_nanos(limit, period_ns).ok_or_else(|| {
             Error::Value(format!(
-                "a limit of {limit} per {period} seconds is not a usable rate (period too short)"
+                "a limit of {limit} per {period} seconds is not a usable rate: the period must hold at least one nanosecond per unit and be at most ten years"
             ))
         })?;
         Ok(Quota { rates: vec![rate] })
