@@ -108,16 +108,18 @@ impl<A: Algorithm> Limiter<A> {
         }
     }
 
+    /// One check per distinct (key, rate): the same counter named twice is charged once.
     fn checks(&self, limits: &[(&str, &[Rate])]) -> Vec<Check<A>> {
-        limits
-            .iter()
-            .flat_map(|(key, rates)| {
-                rates.iter().map(move |&rate| Check {
-                    key: self.store.key_hash(key, rate),
-                    algorithm: A::new(rate),
-                })
-            })
-            .collect()
+        let mut checks: Vec<Check<A>> = Vec::with_capacity(limits.iter().map(|(_, rates)| rates.len()).sum());
+        for (key, rates) in limits {
+            for &rate in *rates {
+                let key = self.store.key_hash(key, rate);
+                if !checks.iter().any(|check| check.key == key) {
+                    checks.push(Check { key, algorithm: A::new(rate) });
+                }
+            }
+        }
+        checks
     }
 
     /// Checks all limits and commits the request only if every one passes.

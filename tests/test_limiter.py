@@ -69,6 +69,11 @@ def test_a_denial_by_one_key_takes_nothing_from_the_others(clock: FakeClock) -> 
         limiter.hit_many([])
 
 
+def test_a_limit_named_twice_in_one_request_is_charged_once(clock: FakeClock) -> None:
+    limiter = Limiter("10/min", clock=clock)
+    assert limiter.hit_many([("k", None), ("k", "10/min"), ("k", None)], cost=2).remaining == 8
+
+
 def test_decision_times_and_reset_at(clock: FakeClock) -> None:
     limiter = Limiter("10/min", "gcra", clock=clock)
     first = limiter.hit("k")
