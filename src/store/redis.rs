@@ -1,0 +1,885 @@
+//! Redis store: every limit of one decision in one `EVALSHA` of a per-algorithm Lua script, checked
+//! together and committed only if all pass, on Redis server time.
+//!
+//! - Keys are `{prefix}{algorithm}:{{key}}:{limit}:{period_us}`: the hash tag `{key}` puts every rate of one
+//!   key in one cluster slot. A decision whose keys span several slots (ip + user + global on a cluster)
+//!   is checked on every slot first and then committed slot by slot; each slot's part stays atomic, and
+//!   a race between the check and the commit can charge one slot for a request another refused, never
+//!   admit more than a limit. A prefix with its own hash tag (`"{rl}:"`) keeps everything in one slot.
+//! - Each key's TTL is the time until its state equals a fresh key's, so idle keys disappear.
+//! - Failures (errors, timeouts) are decided by the limiter's policy: allow, deny or a local memory
+//!   limiter. After `breaker_failures` failures in a row the breaker opens: for `breaker_cooldown` no
+//!   request waits on Redis, then one probe reconnects. One log line per incident.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{Client, IntoConnectionInfo, RedisError, Script};
+
+use crate::decision::Decision;
+use crate::limiter::{AlgorithmKind, AnyLimiter, CostExceedsLimit};
+use crate::rate::Rate;
+
+const NANOS_PER_MICRO: u64 = 1_000;
+/// Keys longer than this are stored by their SHA-1, so a client cannot make Redis hold huge keys.
+const MAX_KEY_BYTES: usize = 200;
+const URL_EXAMPLES: &str = "'redis://localhost:6379/0', 'rediss://user:pass@host:6380', \
+     'redis+cluster://10.0.0.1:7000,10.0.0.2:7000' or 'redis+unix:///run/redis.sock'";
+
+/// What a decision does when Redis cannot answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnBackendError {
+    /// Let the request through (fail open).
+    Allow,
+    /// Refuse the request (fail closed).
+    Deny,
+    /// Decide with a local in-memory limiter of the same rules.
+    Memory,
+}
+
+impl OnBackendError {
+    pub fn parse(name: &str) -> Option<OnBackendError> {
+        Some(match name {
+            "allow" => OnBackendError::Allow,
+            "deny" => OnBackendError::Deny,
+            "memory" => OnBackendError::Memory,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            OnBackendError::Allow => "allow",
+            OnBackendError::Deny => "deny",
+            OnBackendError::Memory => "memory",
+        }
+    }
+}
+
+/// Connection settings, shared by every limiter on the same server.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ConnectOptions {
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    pub breaker_failures: u32,
+    pub breaker_cooldown: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            connect_timeout: Duration::from_millis(1_000),
+            timeout: Duration::from_millis(250),
+            breaker_failures: 3,
+            breaker_cooldown: Duration::from_millis(1_000),
+        }
+    }
+}
+
+/// A storage URL that cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UrlError(pub String);
+
+impl fmt::Display for UrlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}; expected a URL such as {URL_EXAMPLES}", self.0)
+    }
+}
+
+impl std::error::Error for UrlError {}
+
+/// How log lines leave the store: `(is_warning, message)`.
+pub type LogFn = Arc<dyn Fn(bool, &str) + Send + Sync>;
+
+enum Target {
+    Single(Client),
+    Cluster(ClusterClient),
+}
+
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+/// The URL with any password replaced by `***`, for messages.
+fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let user = userinfo.split_once(':').map_or("", |(user, _)| user);
+            format!("{scheme}://{user}:***{}", &rest[at..])
+        }
+        None => url.to_owned(),
+    }
+}
+
+fn parse_target(url: &str, options: &ConnectOptions) -> Result<Target, UrlError> {
+    let shown = redacted(url);
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(UrlError(format!("storage {shown:?} has no scheme")));
+    };
+    let node_scheme = match scheme {
+        "redis" | "rediss" | "redis+unix" | "unix" => {
+            let info = url
+                .into_connection_info()
+                .map_err(|error| UrlError(format!("storage {shown:?} is not a usable Redis URL ({error})")))?;
+            let client = Client::open(info)
+                .map_err(|error| UrlError(format!("storage {shown:?} is not a usable Redis URL ({error})")))?;
+            return Ok(Target::Single(client));
+        }
+        "redis+cluster" => "redis",
+        "rediss+cluster" => "rediss",
+        _ => return Err(UrlError(format!("storage {shown:?} has an unknown scheme {scheme:?}"))),
+    };
+    let (authority, tail) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+    let (userinfo, hosts) = match authority.rfind('@') {
+        Some(at) => (&authority[..=at], &authority[at + 1..]),
+        None => ("", authority),
+    };
+    let nodes: Vec<String> = hosts
+        .split(',')
+        .map(|host| format!("{node_scheme}://{userinfo}{}{tail}", host.trim()))
+        .collect();
+    if hosts.trim().is_empty() || nodes.iter().any(|node| node.contains(":///") || node.contains("://@")) {
+        return Err(UrlError(format!("storage {shown:?} names no cluster node")));
+    }
+    let mut infos = Vec::with_capacity(nodes.len());
+    for node in &nodes {
+        infos.push(node.as_str().into_connection_info().map_err(|error| {
+            UrlError(format!("storage {shown:?}: node {:?} is not usable ({error})", redacted(node)))
+        })?);
+    }
+    ClusterClient::builder(infos)
+        .connection_timeout(options.connect_timeout)
+        .response_timeout(options.timeout)
+        .retries(1)
+        .min_retry_wait(10)
+        .max_retry_wait(100)
+        .build()
+        .map(Target::Cluster)
+        .map_err(|error| UrlError(format!("storage {shown:?} is not a usable cluster URL ({error})")))
+}
+
+/// Counts since the store was created. `breaker_open` is 1 while requests skip Redis.
+#[derive(Default)]
+pub struct StoreCounts {
+    pub redis_calls: AtomicU64,
+    pub backend_errors: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub incidents: AtomicU64,
+    pub fallbacks: AtomicU64,
+    pub deny_cache_hits: AtomicU64,
+}
+
+#[derive(Default)]
+struct Breaker {
+    failures: u32,
+    open_until: Option<Instant>,
+    probing: bool,
+    incident_started: Option<Instant>,
+    fallbacks_at_start: u64,
+}
+
+enum Admit {
+    Yes,
+    Probe,
+    No,
+}
+
+/// One Redis server or cluster: the connection, the breaker and the counts, shared by every limiter
+/// created with the same URL and connection options.
+pub struct RedisStore {
+    target: Target,
+    shown_url: String,
+    options: ConnectOptions,
+    conn: Mutex<Option<Conn>>,
+    connecting: tokio::sync::Mutex<()>,
+    breaker: Mutex<Breaker>,
+    counts: StoreCounts,
+    log: LogFn,
+}
+
+type Registry = Mutex<Vec<(String, ConnectOptions, Weak<RedisStore>)>>;
+static STORES: Registry = Mutex::new(Vec::new());
+
+/// Why Redis did not answer.
+#[derive(Debug)]
+pub enum BackendError {
+    Timeout,
+    Redis(RedisError),
+    Breaker,
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BackendError::Timeout => f.write_str("timed out"),
+            BackendError::Redis(error) => write!(f, "{error}"),
+            BackendError::Breaker => f.write_str("breaker open"),
+        }
+    }
+}
+
+impl RedisStore {
+    /// The store for `url`, shared with other limiters using the same URL and options.
+    pub fn shared(url: &str, options: &ConnectOptions, log: LogFn) -> Result<Arc<RedisStore>, UrlError> {
+        let mut stores = STORES.lock();
+        stores.retain(|(_, _, store)| store.strong_count() > 0);
+        if let Some(store) = stores
+            .iter()
+            .filter(|(known, known_options, _)| known == url && known_options == options)
+            .find_map(|(_, _, store)| store.upgrade())
+        {
+            return Ok(store);
+        }
+        let store = Arc::new(RedisStore {
+            target: parse_target(url, options)?,
+            shown_url: redacted(url),
+            options: options.clone(),
+            conn: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+            breaker: Mutex::new(Breaker::default()),
+            counts: StoreCounts::default(),
+            log,
+        });
+        stores.push((url.to_owned(), options.clone(), Arc::downgrade(&store)));
+        Ok(store)
+    }
+
+    pub fn counts(&self) -> &StoreCounts {
+        &self.counts
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.target, Target::Cluster(_))
+    }
+
+    pub fn breaker_open(&self) -> bool {
+        self.breaker.lock().open_until.is_some()
+    }
+
+    pub fn url(&self) -> &str {
+        &self.shown_url
+    }
+
+    fn admit(&self) -> Admit {
+        let mut breaker = self.breaker.lock();
+        match breaker.open_until {
+            None => Admit::Yes,
+            Some(until) if Instant::now() >= until && !breaker.probing => {
+                breaker.probing = true;
+                Admit::Probe
+            }
+            Some(_) => Admit::No,
+        }
+    }
+
+    fn succeeded(&self) {
+        let mut breaker = self.breaker.lock();
+        breaker.failures = 0;
+        breaker.open_until = None;
+        breaker.probing = false;
+        if let Some(started) = breaker.incident_started.take() {
+            let fallbacks = self.counts.fallbacks.load(Ordering::Relaxed) - breaker.fallbacks_at_start;
+            drop(breaker);
+            (self.log)(
+                false,
+                &format!(
+                    "ferrolimit: Redis at {} answers again after {:.1} s; {fallbacks} decisions were made without it",
+                    self.shown_url,
+                    started.elapsed().as_secs_f64()
+                ),
+            );
+        }
+    }
+
+    fn failed(&self, error: &BackendError, policy: OnBackendError) {
+        self.counts.backend_errors.fetch_add(1, Ordering::Relaxed);
+        if matches!(error, BackendError::Timeout) {
+            self.counts.timeouts.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut breaker = self.breaker.lock();
+        breaker.failures = breaker.failures.saturating_add(1);
+        let probe_failed = breaker.probing;
+        breaker.probing = false;
+        if probe_failed || breaker.failures >= self.options.breaker_failures {
+            breaker.open_until = Some(Instant::now() + self.options.breaker_cooldown);
+            // The probe after the cooldown connects afresh instead of waiting on a dead connection.
+            *self.conn.lock() = None;
+        }
+        if breaker.incident_started.is_none() {
+            breaker.incident_started = Some(Instant::now());
+            breaker.fallbacks_at_start = self.counts.fallbacks.load(Ordering::Relaxed);
+            drop(breaker);
+            self.counts.incidents.fetch_add(1, Ordering::Relaxed);
+            (self.log)(
+                true,
+                &format!(
+                    "ferrolimit: Redis at {} failed ({error}); deciding with on_backend_error={:?} until it answers \
+                     again (counted in stats())",
+                    self.shown_url,
+                    policy.name()
+                ),
+            );
+        }
+    }
+
+    async fn connection(&self) -> Result<Conn, BackendError> {
+        if let Some(conn) = self.conn.lock().clone() {
+            return Ok(conn);
+        }
+        let _connecting = self.connecting.lock().await;
+        if let Some(conn) = self.conn.lock().clone() {
+            return Ok(conn);
+        }
+        let connect = async {
+            match &self.target {
+                Target::Single(client) => {
+                    let config = ConnectionManagerConfig::new()
+                        .set_connection_timeout(Some(self.options.connect_timeout))
+                        .set_response_timeout(Some(self.options.timeout))
+                        .set_number_of_retries(1)
+                        .set_max_delay(Duration::from_millis(100));
+                    ConnectionManager::new_with_config(client.clone(), config)
+                        .await
+                        .map(Conn::Single)
+                }
+                Target::Cluster(client) => client.get_async_connection().await.map(Conn::Cluster),
+            }
+        };
+        let conn = tokio::time::timeout(self.options.connect_timeout, connect)
+            .await
+            .map_err(|_| BackendError::Timeout)?
+            .map_err(BackendError::Redis)?;
+        *self.conn.lock() = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Runs `script` with `keys` and `args` under the timeout; `Err` when Redis did not answer.
+    async fn eval(&self, script: &Script, keys: &[String], args: &[String]) -> Result<Vec<i64>, BackendError> {
+        let call = async {
+            let mut conn = self.connection().await?;
+            let mut invocation = script.prepare_invoke();
+            for key in keys {
+                invocation.key(key);
+            }
+            for arg in args {
+                invocation.arg(arg);
+            }
+            self.counts.redis_calls.fetch_add(1, Ordering::Relaxed);
+            let reply: redis::RedisResult<Vec<i64>> = match &mut conn {
+                Conn::Single(conn) => invocation.invoke_async(conn).await,
+                Conn::Cluster(conn) => invocation.invoke_async(conn).await,
+            };
+            reply.map_err(BackendError::Redis)
+        };
+        let total = self.options.timeout + self.options.connect_timeout;
+        tokio::time::timeout(total, call)
+            .await
+            .unwrap_or(Err(BackendError::Timeout))
+            .map_err(|error| match error {
+                BackendError::Redis(error) if error.is_timeout() => BackendError::Timeout,
+                other => other,
+            })
+    }
+
+    async fn delete(&self, keys: &[String]) -> Result<(), BackendError> {
+        let call = async {
+            let mut conn = self.connection().await?;
+            let mut command = redis::cmd("DEL");
+            command.arg(keys);
+            let reply: redis::RedisResult<i64> = match &mut conn {
+                Conn::Single(conn) => command.query_async(conn).await,
+                Conn::Cluster(conn) => command.query_async(conn).await,
+            };
+            reply.map(|_| ()).map_err(BackendError::Redis)
+        };
+        tokio::time::timeout(self.options.timeout + self.options.connect_timeout, call)
+            .await
+            .unwrap_or(Err(BackendError::Timeout))
+    }
+}
+
+/// CRC16-XMODEM of the key's hash tag (or the whole key), modulo 16384: Redis Cluster's slot.
+pub fn cluster_slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let tagged = bytes
+        .iter()
+        .position(|&byte| byte == b'{')
+        .and_then(|open| {
+            bytes[open + 1..]
+                .iter()
+                .position(|&byte| byte == b'}')
+                .filter(|&len| len > 0)
+                .map(|len| &bytes[open + 1..=open + len])
+        })
+        .unwrap_or(bytes);
+    let mut crc: u16 = 0;
+    for &byte in tagged {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 == 0 { crc << 1 } else { (crc << 1) ^ 0x1021 };
+        }
+    }
+    crc % 16_384
+}
+
+/// What a call asks of the limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Test = 0,
+    Hit = 1,
+    Peek = 2,
+}
+
+/// Where a decision came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Redis,
+    DenyCache,
+    Fallback,
+}
+
+/// A decision and the time it was made at (Redis server time, or the local clock on fallback).
+#[derive(Clone, Copy, Debug)]
+pub struct Outcome {
+    pub decision: Decision,
+    pub now_ns: u64,
+    pub source: Source,
+}
+
+/// Per-limiter settings.
+#[derive(Clone, Debug)]
+pub struct LimiterOptions {
+    pub key_prefix: String,
+    pub on_backend_error: OnBackendError,
+    /// Entries of the local cache of denied requests; 0 turns it off.
+    pub deny_cache_size: usize,
+    /// Pass the fallback limiter's clock into the scripts instead of Redis `TIME` (tests only).
+    pub use_local_clock: bool,
+}
+
+struct Denied {
+    until: Instant,
+    at: Instant,
+    decision: Decision,
+    now_ns: u64,
+}
+
+/// A limiter on Redis: the algorithm's script, the key scheme, the failure policy, the memory fallback.
+pub struct RedisLimiter {
+    store: Arc<RedisStore>,
+    kind: AlgorithmKind,
+    script: Script,
+    options: LimiterOptions,
+    fallback: Arc<AnyLimiter>,
+    deny_cache: Mutex<HashMap<String, Denied>>,
+    allowed: AtomicU64,
+    denied: AtomicU64,
+}
+
+fn script_text(kind: AlgorithmKind) -> String {
+    let algorithm = match kind {
+        AlgorithmKind::Gcra => include_str!("lua/gcra.lua"),
+        AlgorithmKind::TokenBucket | AlgorithmKind::LeakyBucket => include_str!("lua/bucket.lua"),
+        AlgorithmKind::FixedWindow => include_str!("lua/fixed_window.lua"),
+        AlgorithmKind::SlidingWindowCounter => include_str!("lua/sliding_window.lua"),
+        AlgorithmKind::SlidingWindowLog => include_str!("lua/sliding_log.lua"),
+        AlgorithmKind::Concurrency => unreachable!("the concurrency limiter has no Redis script"),
+    };
+    [include_str!("lua/prelude.lua"), algorithm, include_str!("lua/main.lua")].concat()
+}
+
+/// A limit of one call: the Redis key and its rate.
+struct Limit {
+    name: String,
+    rate: Rate,
+}
+
+impl RedisLimiter {
+    pub fn new(store: Arc<RedisStore>, kind: AlgorithmKind, options: LimiterOptions, fallback: Arc<AnyLimiter>) -> Self {
+        assert!(kind != AlgorithmKind::Concurrency, "no Redis script for concurrency");
+        RedisLimiter {
+            store,
+            kind,
+            script: Script::new(&script_text(kind)),
+            options,
+            fallback,
+            deny_cache: Mutex::new(HashMap::new()),
+            allowed: AtomicU64::new(0),
+            denied: AtomicU64::new(0),
+        }
+    }
+
+    pub fn store(&self) -> &RedisStore {
+        &self.store
+    }
+
+    pub fn options(&self) -> &LimiterOptions {
+        &self.options
+    }
+
+    /// (allowed, denied) decided by this limiter, fallbacks included.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.allowed.load(Ordering::Relaxed), self.denied.load(Ordering::Relaxed))
+    }
+
+    /// The Redis key of `key` under `rate`.
+    pub fn key_name(&self, key: &str, rate: Rate) -> String {
+        let digest;
+        let key = if key.len() > MAX_KEY_BYTES {
+            digest = format!("sha1:{}", sha1_smol::Sha1::from(key).digest());
+            digest.as_str()
+        } else {
+            key
+        };
+        format!(
+            "{}{}:{{{key}}}:{}:{}",
+            self.options.key_prefix,
+            self.kind.name(),
+            rate.limit(),
+            rate.period_ns() / NANOS_PER_MICRO
+        )
+    }
+
+    fn limits(&self, limits: &[(&str, &[Rate])]) -> Vec<Limit> {
+        limits
+            .iter()
+            .flat_map(|&(key, rates)| {
+                rates.iter().map(move |&rate| Limit {
+                    name: self.key_name(key, rate),
+                    rate,
+                })
+            })
+            .collect()
+    }
+
+    /// Decides `limits` (checks them; commits if `mode` is `Hit` and all pass). A Redis failure is decided
+    /// by the policy, never returned as an error; only a cost no limit could ever admit is.
+    pub async fn decide(
+        &self,
+        limits: &[(&str, &[Rate])],
+        cost: u64,
+        mode: Mode,
+    ) -> Result<Outcome, CostExceedsLimit> {
+        if mode != Mode::Peek {
+            for (_, rates) in limits {
+                if let Some(&rate) = rates.iter().find(|rate| rate.limit() < cost) {
+                    return Err(CostExceedsLimit { cost, rate });
+                }
+            }
+        }
+        let cost = if mode == Mode::Peek { 1 } else { cost };
+        let resolved = self.limits(limits);
+        assert!(!resolved.is_empty(), "a decision needs a limit");
+        let cache_key = (mode == Mode::Hit && self.options.deny_cache_size > 0).then(|| {
+            let mut text = cost.to_string();
+            for limit in &resolved {
+                text.push('\n');
+                text.push_str(&limit.name);
+            }
+            text
+        });
+        if let Some(outcome) = cache_key.as_deref().and_then(|key| self.cached_denial(key)) {
+            self.denied.fetch_add(1, Ordering::Relaxed);
+            return Ok(outcome);
+        }
+        let outcome = match self.run(&resolved, cost, mode).await {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                if !matches!(error, BackendError::Breaker) {
+                    self.store.failed(&error, self.options.on_backend_error);
+                }
+                self.store.counts.fallbacks.fetch_add(1, Ordering::Relaxed);
+                self.fall_back(limits, &resolved, cost, mode)
+            }
+        };
+        if mode == Mode::Hit {
+            let counter = if outcome.decision.allowed { &self.allowed } else { &self.denied };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        if let (Some(key), Source::Redis) = (cache_key, outcome.source) {
+            if !outcome.decision.allowed && outcome.decision.retry_after_ns > 0 {
+                self.remember_denial(key, &outcome);
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn cached_denial(&self, key: &str) -> Option<Outcome> {
+        let mut cache = self.deny_cache.lock();
+        let entry = cache.get(key)?;
+        let now = Instant::now();
+        if now >= entry.until {
+            cache.remove(key);
+            return None;
+        }
+        let elapsed_ns = u64::try_from(now.duration_since(entry.at).as_nanos()).unwrap_or(u64::MAX);
+        let decision = Decision {
+            retry_after_ns: entry.decision.retry_after_ns.saturating_sub(elapsed_ns).max(1),
+            reset_after_ns: entry.decision.reset_after_ns.saturating_sub(elapsed_ns),
+            ..entry.decision
+        };
+        let now_ns = entry.now_ns + elapsed_ns;
+        drop(cache);
+        self.store.counts.deny_cache_hits.fetch_add(1, Ordering::Relaxed);
+        Some(Outcome {
+            decision,
+            now_ns,
+            source: Source::DenyCache,
+        })
+    }
+
+    fn remember_denial(&self, key: String, outcome: &Outcome) {
+        let mut cache = self.deny_cache.lock();
+        if cache.len() >= self.options.deny_cache_size {
+            let now = Instant::now();
+            cache.retain(|_, entry| entry.until > now);
+            if cache.len() >= self.options.deny_cache_size {
+                // Forgetting a denial only sends the next request to Redis.
+                cache.clear();
+            }
+        }
+        let at = Instant::now();
+        cache.insert(
+            key,
+            Denied {
+                until: at + Duration::from_nanos(outcome.decision.retry_after_ns),
+                at,
+                decision: outcome.decision,
+                now_ns: outcome.now_ns,
+            },
+        );
+    }
+
+    async fn run(&self, limits: &[Limit], cost: u64, mode: Mode) -> Result<Outcome, BackendError> {
+        let admit = self.store.admit();
+        if matches!(admit, Admit::No) {
+            return Err(BackendError::Breaker);
+        }
+        let result = self.run_admitted(limits, cost, mode).await;
+        if result.is_ok() {
+            self.store.succeeded();
+        }
+        result
+    }
+
+    async fn run_admitted(&self, limits: &[Limit], cost: u64, mode: Mode) -> Result<Outcome, BackendError> {
+        if self.store.is_cluster() {
+            let mut slots: Vec<u16> = limits.iter().map(|limit| cluster_slot(&limit.name)).collect();
+            slots.sort_unstable();
+            slots.dedup();
+            if slots.len() > 1 {
+                let groups: Vec<Vec<&Limit>> = slots
+                    .iter()
+                    .map(|&slot| limits.iter().filter(|limit| cluster_slot(&limit.name) == slot).collect())
+                    .collect();
+                return self.run_across_slots(&groups, cost, mode).await;
+            }
+        }
+        let all: Vec<&Limit> = limits.iter().collect();
+        self.eval_group(&all, cost, mode).await
+    }
+
+    /// Every slot checked first; commits only when all passed, slot by slot.
+    async fn run_across_slots(&self, groups: &[Vec<&Limit>], cost: u64, mode: Mode) -> Result<Outcome, BackendError> {
+        let check_mode = if mode == Mode::Hit { Mode::Test } else { mode };
+        let mut outcomes = Vec::with_capacity(groups.len());
+        for group in groups {
+            outcomes.push(self.eval_group(group, cost, check_mode).await?);
+        }
+        if mode == Mode::Hit && outcomes.iter().all(|outcome| outcome.decision.allowed) {
+            outcomes.clear();
+            for group in groups {
+                let outcome = self.eval_group(group, cost, Mode::Hit).await?;
+                let denied = !outcome.decision.allowed;
+                outcomes.push(outcome);
+                if denied {
+                    break;
+                }
+            }
+        }
+        let now_ns = outcomes[0].now_ns;
+        let decision = Decision::tightest(outcomes.into_iter().map(|outcome| outcome.decision)).expect("a group");
+        Ok(Outcome {
+            decision,
+            now_ns,
+            source: Source::Redis,
+        })
+    }
+
+    async fn eval_group(&self, limits: &[&Limit], cost: u64, mode: Mode) -> Result<Outcome, BackendError> {
+        let keys: Vec<String> = limits.iter().map(|limit| limit.name.clone()).collect();
+        let now_arg = if self.options.use_local_clock {
+            (self.fallback.now_ns() / NANOS_PER_MICRO).to_string()
+        } else {
+            String::new()
+        };
+        let mut args = Vec::with_capacity(3 + 2 * limits.len());
+        args.push(now_arg);
+        args.push(cost.to_string());
+        args.push((mode as u8).to_string());
+        for limit in limits {
+            args.push(limit.rate.limit().to_string());
+            args.push((limit.rate.period_ns() / NANOS_PER_MICRO).max(1).to_string());
+        }
+        let reply = self.store.eval(&self.script, &keys, &args).await?;
+        if reply.len() != 2 + 4 * limits.len() {
+            return Err(BackendError::Redis(RedisError::from((
+                redis::ErrorKind::UnexpectedReturnType,
+                "the limiter script answered with the wrong number of values",
+            ))));
+        }
+        let micros = |value: i64| u64::try_from(value).unwrap_or(0).saturating_mul(NANOS_PER_MICRO);
+        let decisions = limits.iter().enumerate().map(|(index, limit)| {
+            let fields = &reply[2 + 4 * index..6 + 4 * index];
+            Decision {
+                allowed: fields[0] == 1,
+                limit: limit.rate.limit(),
+                remaining: u64::try_from(fields[1]).unwrap_or(0),
+                reset_after_ns: micros(fields[2]),
+                retry_after_ns: micros(fields[3]),
+                period_ns: limit.rate.period_ns(),
+            }
+        });
+        Ok(Outcome {
+            decision: Decision::tightest(decisions).expect("a limit"),
+            now_ns: micros(reply[0]),
+            source: Source::Redis,
+        })
+    }
+
+    fn fall_back(&self, limits: &[(&str, &[Rate])], resolved: &[Limit], cost: u64, mode: Mode) -> Outcome {
+        let now_ns = self.fallback.now_ns();
+        let tightest = resolved
+            .iter()
+            .map(|limit| limit.rate)
+            .min_by_key(|rate| (rate.limit(), std::cmp::Reverse(rate.period_ns())))
+            .expect("a limit");
+        let decision = match self.options.on_backend_error {
+            OnBackendError::Memory => match mode {
+                Mode::Hit => self.fallback.hit(limits, cost).expect("cost checked"),
+                Mode::Test => self.fallback.test(limits, cost).expect("cost checked"),
+                Mode::Peek => self.fallback.peek(limits),
+            },
+            OnBackendError::Allow => Decision {
+                allowed: true,
+                limit: tightest.limit(),
+                remaining: tightest.limit() - if mode == Mode::Peek { 0 } else { cost },
+                reset_after_ns: 0,
+                retry_after_ns: 0,
+                period_ns: tightest.period_ns(),
+            },
+            OnBackendError::Deny => Decision {
+                allowed: false,
+                limit: tightest.limit(),
+                remaining: 0,
+                reset_after_ns: 0,
+                retry_after_ns: u64::try_from(self.store.options.breaker_cooldown.as_nanos())
+                    .unwrap_or(u64::MAX)
+                    .max(1_000_000_000),
+                period_ns: tightest.period_ns(),
+            },
+        };
+        Outcome {
+            decision,
+            now_ns,
+            source: Source::Fallback,
+        }
+    }
+
+    /// Forgets `key` in Redis and in the local fallback. Returns whether Redis confirmed it.
+    pub async fn reset(&self, key: &str, rates: &[Rate]) -> bool {
+        self.fallback.reset(key, rates);
+        self.deny_cache.lock().clear();
+        let names: Vec<String> = rates.iter().map(|&rate| self.key_name(key, rate)).collect();
+        if matches!(self.store.admit(), Admit::No) {
+            return false;
+        }
+        match self.store.delete(&names).await {
+            Ok(()) => {
+                self.store.succeeded();
+                true
+            }
+            Err(error) => {
+                self.store.failed(&error, self.options.on_backend_error);
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> ConnectOptions {
+        ConnectOptions::default()
+    }
+
+    #[test]
+    fn slots_follow_the_hash_tag() {
+        assert_eq!(cluster_slot("foo"), 12_182);
+        assert_eq!(cluster_slot("123456789"), 12_739);
+        assert_eq!(cluster_slot("a:{user:1}:x"), cluster_slot("b:{user:1}:y"));
+        assert_eq!(cluster_slot("{}x"), cluster_slot("{}x"));
+        assert_ne!(cluster_slot("{}x"), cluster_slot("{}y"), "an empty tag hashes the whole key");
+    }
+
+    #[test]
+    fn urls_are_checked_and_passwords_never_shown() {
+        assert!(parse_target("redis://localhost:6379/0", &options()).is_ok());
+        assert!(parse_target("rediss://user:secret@localhost:6380", &options()).is_ok());
+        assert!(parse_target("redis+unix:///run/redis.sock", &options()).is_ok());
+        assert!(parse_target("redis+cluster://127.0.0.1:7000,127.0.0.1:7001", &options()).is_ok());
+        for bad in ["redis+cluster://", "mongodb://x", "redis//x", "redis+cluster://:secret@"] {
+            let Err(error) = parse_target(bad, &options()) else {
+                panic!("{bad} was accepted");
+            };
+            assert!(error.to_string().contains("redis://localhost:6379/0"), "{error}");
+        }
+        let Err(error) = parse_target("redis://u:secret@host:notaport", &options()) else {
+            panic!("a bad port was accepted");
+        };
+        assert!(!error.to_string().contains("secret"), "{error}");
+        assert_eq!(redacted("redis://u:secret@h:1/0"), "redis://u:***@h:1/0");
+    }
+
+    #[test]
+    fn long_keys_are_digested() {
+        let store = RedisStore::shared("redis://127.0.0.1:1", &options(), Arc::new(|_, _| {})).unwrap();
+        let fallback = Arc::new(AnyLimiter::new(
+            AlgorithmKind::Gcra,
+            crate::clock::Clock::monotonic(),
+            10,
+            crate::store::memory::OnFull::Allow,
+        ));
+        let limiter = RedisLimiter::new(
+            store,
+            AlgorithmKind::Gcra,
+            LimiterOptions {
+                key_prefix: "p:".to_owned(),
+                on_backend_error: OnBackendError::Allow,
+                deny_cache_size: 0,
+                use_local_clock: false,
+            },
+            fallback,
+        );
+        let rate = crate::rate::parse_rates("10/min").unwrap()[0];
+        assert_eq!(limiter.key_name("user:1", rate), "p:gcra:{user:1}:10:60000000");
+        let long = "x".repeat(10_000);
+        assert!(limiter.key_name(&long, rate).len() < 100);
+    }
+}
