@@ -49,6 +49,7 @@ format: ## format Rust and Python
 bench: release ## benchmarks against peer libraries (release build)
 	$(PIP) install -q limits fastapi-advanced-rate-limiter redis
 	$(PY) benches/compare.py
+	$(PY) benches/mcp_bench.py
 
 demo: release ## build (release) and run the main example
 	$(PY) examples/quickstart.py

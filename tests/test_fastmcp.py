@@ -6,11 +6,15 @@ import asyncio
 import hashlib
 import logging
 import re
+import runpy
 import socket
+import subprocess
+import sys
 import types
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import mcp
@@ -597,3 +601,29 @@ def test_client_identity_reads_forwarding_headers_and_api_keys_only_when_told(cl
 def quiet_servers() -> None:
     for name in ("mcp", "uvicorn.error", "fastmcp"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+# ----- the example -----
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "fastmcp_server.py"
+
+
+def test_example_limits_search_and_charges_summaries_ten(clock: FakeClock) -> None:
+    demo = runpy.run_path(str(EXAMPLE))["demo"]
+    assert asyncio.run(demo(clock)) == [
+        "search: 3 pages about rust",
+        "search: 3 pages about pyo3",
+        "search: 3 pages about maturin",
+        "search: error -32000, retry after 20.0 s",
+        "summarize: page 1, in one line",
+        "summarize: page 2, in one line",
+        "summarize: page 3, in one line",
+        "summarize: error -32000, retry after 20.0 s",
+    ]
+
+
+def test_example_runs_as_a_script() -> None:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLE), "--demo"], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.count("error -32000") == 2 and result.stdout.count("3 pages about") == 3
