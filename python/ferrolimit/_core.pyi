@@ -10,10 +10,14 @@ __all__ = [
     "CostExceedsLimitError",
     "Decision",
     "FakeClock",
+    "HeaderRenderer",
     "Limiter",
     "Quota",
     "__version__",
+    "denied_body",
+    "exceeded_detail",
     "parse_rates",
+    "retry_after_s",
 ]
 
 def __version__() -> str: ...
@@ -70,6 +74,43 @@ class Decision:
     def reset_at(self) -> float:
         """``reset_after`` as seconds since the Unix epoch, on the limiter's clock."""
     def __bool__(self) -> bool: ...
+
+@final
+class HeaderRenderer:
+    """Renders the rate-limit response fields of a ``Decision`` under the given names; ``None`` leaves a field out.
+
+    ``X-RateLimit-Reset`` is when the quota is fully restored, in Unix seconds rounded up; ``Retry-After``
+    (only on a denial) is whole seconds rounded up, at least 1, so a client that waits as told is never early.
+    ``policy`` and ``ratelimit`` name the IETF draft fields: ``RateLimit-Policy: "name";q=10;w=60`` and
+    ``RateLimit: "name";r=7;t=6``, where ``t`` is the seconds until the quota is fully restored, or the
+    ``Retry-After`` value on a denial.
+    """
+
+    def __new__(
+        cls,
+        *,
+        limit: str | None = "X-RateLimit-Limit",
+        remaining: str | None = "X-RateLimit-Remaining",
+        reset: str | None = "X-RateLimit-Reset",
+        retry_after: str | None = "Retry-After",
+        policy: str | None = None,
+        ratelimit: str | None = None,
+    ) -> Self: ...
+    def render(self, decision: Decision, policy: str = "default") -> list[tuple[bytes, bytes]]:
+        """``[(name, value), ...]``, lower-case bytes ready for an ASGI message; ``policy`` names the limit."""
+    @property
+    def names(self) -> list[str]:
+        """The configured field names, as given."""
+    def __len__(self) -> int: ...
+
+def retry_after_s(decision: Decision) -> int:
+    """Whole seconds until a request of the decision's cost could pass, rounded up, at least 1."""
+
+def exceeded_detail(decision: Decision) -> str:
+    """``"Rate limit exceeded: 10 per 1 minute"``, naming the limit that bound the decision."""
+
+def denied_body(decision: Decision) -> bytes:
+    """The JSON body of a 429: ``{"detail":"Rate limit exceeded: 10 per 1 minute","retry_after":60}``."""
 
 @final
 class FakeClock:

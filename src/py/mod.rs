@@ -1,6 +1,7 @@
 //! Python bindings: the only code besides `lib.rs` that uses pyo3.
 
 mod errors;
+mod headers;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
@@ -12,6 +13,7 @@ use crate::rate::{self, Rate};
 use crate::store::memory::OnFull;
 
 pub use errors::CostExceedsLimitError;
+pub use headers::{denied_body, exceeded_detail, retry_after_s, HeaderRenderer};
 use errors::{Error, Result};
 
 const NANOS: f64 = 1e9;
@@ -125,15 +127,25 @@ impl Quota {
 }
 
 /// What a limit check decided.
-#[pyclass(module = "ferrolimit._core", frozen, get_all)]
+#[pyclass(module = "ferrolimit._core", frozen)]
 pub struct Decision {
+    #[pyo3(get)]
     allowed: bool,
+    #[pyo3(get)]
     limit: u64,
+    #[pyo3(get)]
     remaining: u64,
+    #[pyo3(get)]
     reset_after: f64,
+    #[pyo3(get)]
     retry_after: f64,
+    #[pyo3(get)]
     window: f64,
+    #[pyo3(get)]
     reset_at: f64,
+    /// Kept in nanoseconds so headers round exactly.
+    core: decision::Decision,
+    now_ns: u64,
 }
 
 impl Decision {
@@ -146,6 +158,8 @@ impl Decision {
             retry_after: seconds(decision.retry_after_ns),
             window: seconds(decision.period_ns),
             reset_at: seconds(now_ns + decision.reset_after_ns),
+            core: decision,
+            now_ns,
         }
     }
 }
