@@ -575,7 +575,9 @@ def test_over_http_the_drop_in_keys_by_token_then_peer_address_and_ignores_spoof
     assert spoofed == [("connect", -32000, "Rate limit exceeded for client: ip:127.0.0.1")]
 
 
-def test_client_identity_reads_forwarding_headers_and_api_keys_only_when_told(clock: FakeClock) -> None:
+def test_client_identity_reads_forwarding_headers_and_api_keys_only_when_told(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
     seen: list[str] = []
     proxied = ours.ClientIdentity(trusted_proxies=["127.0.0.1"], api_key_header="X-API-Key")
 
@@ -585,16 +587,25 @@ def test_client_identity_reads_forwarding_headers_and_api_keys_only_when_told(cl
             return await call_next(context)
 
     server = echo_server(Record())
+    requests = [
+        {"X-Forwarded-For": "198.51.100.9, 2001:db8::1"},
+        {"X-API-Key": "secret-1"},
+        {"X-Forwarded-For": "not-an-address"},  # from a trusted proxy: nothing to key by but the session
+    ]
 
     async def scenario() -> None:
         async with serving(server) as url:
-            for headers in ({"X-Forwarded-For": "198.51.100.9, 2001:db8::1"}, {"X-API-Key": "secret-1"}):
+            for headers in requests:
                 async with Client(StreamableHttpTransport(url, headers=headers), mode="legacy") as client:
-                    await client.ping()
+                    await client.ping()  # initialize and ping: two requests each
 
-    asyncio.run(asyncio.wait_for(scenario(), timeout=30))
-    assert set(seen[:2]) == {"ip:2001:db8::/64"}
-    assert set(seen[2:]) == {"apikey:" + hashlib.sha256(b"secret-1").hexdigest()[:24]}
+    with caplog.at_level(logging.WARNING, logger="ferrolimit"):
+        asyncio.run(asyncio.wait_for(scenario(), timeout=30))
+    assert seen[:4] == ["ip:2001:db8::/64"] * 2 + ["apikey:" + hashlib.sha256(b"secret-1").hexdigest()[:24]] * 2
+    assert len(seen) == 6 and seen[4] == seen[5] and re.fullmatch(r"session:[0-9a-f]{32}", seen[4])
+    assert [record.getMessage().split(";")[0] for record in caplog.records] == [
+        "ferrolimit: an HTTP request to the MCP server has no resolvable client address (peer '127.0.0.1')"
+    ]
 
 
 @pytest.fixture(autouse=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import logging
 import math
 import warnings
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -57,6 +58,8 @@ ClientIdFunction: TypeAlias = (
 )
 Rate: TypeAlias = str | Quota
 
+logger = logging.getLogger("ferrolimit")
+
 # The longest period the core accepts (seconds): stands in for a bucket that never refills.
 _NEVER_S = 1e10
 # Requests charged by ToolRateLimitingMiddleware's typed hooks rather than by on_request.
@@ -67,7 +70,7 @@ async def _check(limiter: Limiter, limits: Sequence[tuple[str, Quota | None]], c
     """Charges ``cost`` to every ``(key, quota)`` if all have room: the one place this module asks the core.
 
     A remote store (Redis) is awaited, so the event loop never waits on the network; the memory store
-    answers in well under a microsecond and is called directly.
+    answers at once and is called directly.
     """
     if getattr(limiter, "is_remote", False):
         remote: Any = limiter
@@ -122,7 +125,7 @@ class ClientIdentity:
     5. ``"global"``: nothing identifies the caller (stdio, in-memory), which is one client anyway.
     """
 
-    __slots__ = ("_addresses", "_api_key_header", "_sessions")
+    __slots__ = ("_addresses", "_api_key_header", "_sessions", "_warned")
 
     def __init__(
         self,
@@ -136,6 +139,7 @@ class ClientIdentity:
         self._api_key_header = api_key_header.lower() if api_key_header else None
         self._addresses = ClientIdentifier(trusted_proxies, ipv6_prefix, proxy_header=proxy_header)
         self._sessions = sessions
+        self._warned = False
 
     def __call__(self, context: MiddlewareContext[Any]) -> str:
         token = get_access_token()
@@ -153,11 +157,22 @@ class ClientIdentity:
             address = self._addresses.client_ip(peer, request.headers)
             if address is not None:
                 return "ip:" + self._addresses.key_of(address)
+            self._warn_unresolved(peer)
         if self._sessions:
             session_id = _legacy_session_id(context)
             if session_id is not None:
                 return "session:" + session_id
         return "global"
+
+    def _warn_unresolved(self, peer: str | None) -> None:
+        level = logging.DEBUG if self._warned else logging.WARNING
+        self._warned = True
+        logger.log(
+            level,
+            "ferrolimit: an HTTP request to the MCP server has no resolvable client address (peer %r); it is "
+            "limited by its legacy session if it has one, else as 'global'. Check trusted_proxies.",
+            peer,
+        )
 
 
 def _http_request() -> Request | None:
@@ -471,16 +486,16 @@ class ToolRateLimitingMiddleware(Middleware):
         max_keys: int = 1_000_000,
         clock: FakeClock | None = None,
     ) -> None:
-        self.tools = _Rules("tool", tools, tool_costs)
-        self.prompts = _Rules("prompt", prompts, prompt_costs)
-        self.resources = _Rules("resource", resources, resource_costs)
+        self._tools = _Rules("tool", tools, tool_costs)
+        self._prompts = _Rules("prompt", prompts, prompt_costs)
+        self._resources = _Rules("resource", resources, resource_costs)
         self.every_request = (
             None if every_request is None else Quota(every_request) if isinstance(every_request, str) else every_request
         )
         self.get_client_id = get_client_id
         self.key_prefix = key_prefix
         self._default_identity = ClientIdentity()
-        for rules in (self.tools, self.prompts, self.resources):
+        for rules in (self._tools, self._prompts, self._resources):
             for name, rule in rules.rules():
                 for quota in (rule.quota, self.every_request):
                     if quota is not None and rule.cost > quota.limit:
@@ -538,7 +553,7 @@ class ToolRateLimitingMiddleware(Middleware):
         context: MiddlewareContext[mt.CallToolRequestParams],
         call_next: CallNext[mt.CallToolRequestParams, ToolResult],
     ) -> ToolResult:
-        await self._charge(context, self.tools, context.message.name)
+        await self._charge(context, self._tools, context.message.name)
         return await call_next(context)
 
     async def on_get_prompt(
@@ -546,7 +561,7 @@ class ToolRateLimitingMiddleware(Middleware):
         context: MiddlewareContext[mt.GetPromptRequestParams],
         call_next: CallNext[mt.GetPromptRequestParams, PromptResult],
     ) -> PromptResult:
-        await self._charge(context, self.prompts, context.message.name)
+        await self._charge(context, self._prompts, context.message.name)
         return await call_next(context)
 
     async def on_read_resource(
@@ -554,5 +569,5 @@ class ToolRateLimitingMiddleware(Middleware):
         context: MiddlewareContext[mt.ReadResourceRequestParams],
         call_next: CallNext[mt.ReadResourceRequestParams, ResourceResult],
     ) -> ResourceResult:
-        await self._charge(context, self.resources, str(context.message.uri))
+        await self._charge(context, self._resources, str(context.message.uri))
         return await super().on_read_resource(context, call_next)
