@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from typing import TypeAlias
 
-__all__ = ["NO_CLIENT", "ClientIdentifier", "IPSet", "route_name"]
+__all__ = ["NO_CLIENT", "ClientIdentifier", "IPSet", "matched_route", "route_name"]
 
 logger = logging.getLogger("ferrolimit")
 
@@ -206,6 +206,16 @@ class ClientIdentifier:
             return NO_CLIENT
         return self.key_of(address)
 
+    def resolve(self, peer: str | None, headers: Headers) -> tuple[str | None, str]:
+        """``(client_ip(peer, headers), client_key(peer, headers))`` in one pass."""
+        if peer and ":" not in peer and not self._hops and not self._trusted:
+            return peer, peer
+        address = self.client_ip(peer, headers)
+        if address is None:
+            self._warn_no_client(peer)
+            return None, NO_CLIENT
+        return address, self.key_of(address)
+
     def key_of(self, address: str) -> str:
         """The key of a resolved address: IPv6 grouped into its ``/ipv6_prefix`` network."""
         if ":" not in address:
@@ -263,9 +273,21 @@ def _group_ipv6(address: str, prefix: int) -> str:
     return str(network)
 
 
+def matched_route(scope: Mapping[str, object]) -> object | None:
+    """The route that matched, as the app sees it: with FastAPI's included routers, the effective route (its
+    full path template and every router's dependencies) rather than the route as declared; None before routing."""
+    route = scope.get("route")
+    fastapi_scope = scope.get("fastapi")
+    if isinstance(fastapi_scope, dict):
+        effective: object = fastapi_scope.get("effective_route_context")
+        if effective is not None and getattr(effective, "original_route", None) is route:
+            return effective
+    return route
+
+
 def route_name(scope: Mapping[str, object]) -> str | None:
     """The template of the route that matched (``/users/{id}``), never the concrete path; None before routing."""
-    route = scope.get("route")
+    route = matched_route(scope)
     if route is None:
         return None
     template = getattr(route, "path_format", None) or getattr(route, "path", None)

@@ -1,0 +1,514 @@
+"""FastAPI: fastlimit's API (``FastLimit``, ``init_app``, ``rate_limit``, ``@limit``, ``rule``) over the native core.
+
+Differences from fastlimit, on purpose (each is a fastlimit bug or gap):
+
+- ``trusted_proxies`` defaults to 0: ``X-Forwarded-For`` is read only from configured proxies, from the right.
+  (fastlimit trusts any sender's header by default and picks one entry too far left.)
+- Every algorithm is honoured by the in-memory store; the memory store is bounded.
+- Unnamed limits are keyed by route template (``GET /users/{id}``), so they behave the same in every worker
+  and on every restart; ``name=``/``scope=`` shares one quota between routes.
+- Headers are on every response of a limited route: responses the handler returns itself, streaming
+  responses, and ``HTTPException`` raised after the check. ``Retry-After`` is rounded up, never down.
+- ``user_id_func``, ``key=`` and ``error_handler`` may be sync or async.
+- An anonymous request on a ``user=``-only limit is limited by client address at the user rate instead
+  of failing with a 500; sync ``def`` handlers work under ``@limit``.
+- Limited routes document their 429 in the OpenAPI schema; ``stats()`` counts outcomes per limit name.
+"""
+
+import functools
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from fastapi import Depends, FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ferrolimit._core import Decision, FakeClock, Limiter, Quota
+from ferrolimit.keys import matched_route
+from ferrolimit.starlette import (
+    _ENGINE,
+    _PENDING,
+    Algorithm,
+    ErrorHandler,
+    HeaderConfig,
+    KeyFunc,
+    Rate,
+    RateLimitExceeded,
+    _attach,
+    _check_cost,
+    _decide,
+    _Engine,
+    _maybe_await,
+    _Pending,
+    _quota,
+)
+
+__all__ = [
+    "Algorithm",
+    "FastLimit",
+    "FastLimitNotInitialized",
+    "HeaderConfig",
+    "MissingUserID",
+    "RateLimit",
+    "RateLimitExceeded",
+    "RateLimitRule",
+    "get_limiter",
+    "limit",
+    "rate_limit",
+    "rule",
+]
+
+logger = logging.getLogger("ferrolimit")
+
+_CHECKED = "ferrolimit.checked"
+
+UserIdFunc = Callable[[Request], "str | int | Awaitable[str | int | None] | None"]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class FastLimitNotInitialized(RuntimeError):
+    """A limit ran on an app whose ``FastLimit`` was never attached with ``init_app(app)``."""
+
+    def __init__(self) -> None:
+        super().__init__("ferrolimit is not initialized on this app. Did you forget to call limiter.init_app(app)?")
+
+
+class MissingUserID(RuntimeError):
+    """A ``user=``-only limit ran, but ``FastLimit`` has no ``user_id_func`` to name the user."""
+
+    def __init__(self, rule_name: str) -> None:
+        super().__init__(
+            f"Rule {rule_name!r} has a user limit but FastLimit has no user_id_func configured. "
+            "Pass user_id_func=lambda request: ... when creating FastLimit()."
+        )
+
+
+class FastLimit(_Engine):
+    """The limiter of a FastAPI app; attach it with ``init_app(app)``.
+
+    ``redis_url`` selects the Redis store (``storage=``, e.g. ``"memory://"``, is the general form);
+    ``backend`` is a ready ``ferrolimit.Limiter`` to use instead. ``algorithm`` is an ``Algorithm`` or its
+    name. ``user_id_func(request)`` (sync or async) names the caller for ``user=`` limits; a falsy result
+    means anonymous. ``exempt_ips`` takes addresses and networks. ``trusted_proxies`` is a hop count or a
+    list of proxy addresses/networks (see ``ferrolimit.keys.ClientIdentifier``). ``dry_run`` refuses
+    nothing and logs and counts what it would have refused. ``error_handler(request, exc)`` (sync or
+    async) returns the response of a refused request. ``clock`` is a ``FakeClock`` for tests.
+    """
+
+    def __init__(
+        self,
+        *,
+        redis_url: str | None = None,
+        backend: Limiter | None = None,
+        algorithm: Algorithm | str = Algorithm.SLIDING_WINDOW,
+        user_id_func: UserIdFunc | None = None,
+        headers: HeaderConfig | None = None,
+        key_prefix: str = "ferrolimit",
+        exempt_ips: Iterable[str] | None = None,
+        dry_run: bool = False,
+        error_handler: ErrorHandler | None = None,
+        trusted_proxies: int | Sequence[str] = 0,
+        ipv6_prefix: int = 64,
+        proxy_header: str = "x-forwarded-for",
+        storage: str | None = None,
+        clock: FakeClock | None = None,
+        max_keys: int = 1_000_000,
+    ) -> None:
+        if redis_url is not None and storage is not None:
+            raise ValueError("pass either redis_url or storage, not both")
+        super().__init__(
+            algorithm=algorithm,
+            storage=redis_url or storage or "memory://",
+            backend=backend,
+            key_prefix=key_prefix,
+            headers=headers,
+            exempt_ips=exempt_ips,
+            trusted_proxies=trusted_proxies,
+            ipv6_prefix=ipv6_prefix,
+            proxy_header=proxy_header,
+            dry_run=dry_run,
+            error_handler=error_handler,
+            clock=clock,
+            max_keys=max_keys,
+        )
+        if user_id_func is not None and not callable(user_id_func):
+            raise TypeError("user_id_func must be a callable taking the request")
+        self.user_id_func = user_id_func
+        self._route_names: dict[int, tuple[object, str]] = {}
+        self._route_limits: dict[int, tuple[object, tuple[RateLimit, ...]]] = {}
+
+    def init_app(self, app: FastAPI) -> None:
+        """Attaches this limiter to ``app``: its 429 handler, the layer that writes headers on every response
+        of a limited route, and the 429 in the OpenAPI schema of limited routes."""
+        app.state.fastlimit = self
+        app.add_exception_handler(RateLimitExceeded, self._exception_handler)  # type: ignore[arg-type]
+        try:
+            app.add_middleware(_LimitHeaders, limiter=self)
+        except RuntimeError:
+            logger.warning(
+                "ferrolimit: init_app was called after the app started; headers will be set on the dependency's "
+                "Response only, so responses the handler builds itself will not carry them"
+            )
+        _document_429(app, self)
+        if self.dry_run:
+            logger.warning("ferrolimit is running in DRY RUN mode: limits are logged and counted, not enforced.")
+
+    async def _exception_handler(self, request: Request, exc: RateLimitExceeded) -> Response:
+        response = await self.denial_response(request, exc)
+        if request.scope.get(_PENDING) is None and exc.decision is not None:
+            for name, value in self.renderer.render(exc.decision, exc.name or "default"):
+                if name.decode() not in response.headers:
+                    response.headers[name.decode()] = value.decode()
+        return response
+
+    def route_name(self, scope: Scope) -> str:
+        """The name of an unnamed limit: the methods and template of the route (``GET /users/{id}``)."""
+        route = matched_route(scope)
+        if route is None:
+            return "default"
+        cached = self._route_names.get(id(route))
+        if cached is not None and cached[0] is route:
+            return cached[1]
+        template = getattr(route, "path_format", None) or getattr(route, "path", "") or "default"
+        methods = getattr(route, "methods", None)
+        name = f"{','.join(sorted(methods))} {template}" if methods else str(template)
+        self._route_names[id(route)] = (route, name)
+        return name
+
+    def route_limits(self, scope: Scope) -> "tuple[RateLimit, ...]":
+        """Every rate-limit dependency of the matched route (app, router, route and nested ones), in order."""
+        route = matched_route(scope)
+        dependant = getattr(route, "dependant", None)
+        if not isinstance(dependant, Dependant):
+            return ()
+        cached = self._route_limits.get(id(route))
+        if cached is not None and cached[0] is route:
+            return cached[1]
+        found: list[RateLimit] = []
+        _collect(dependant, found)
+        self._route_limits[id(route)] = (route, tuple(found))
+        return tuple(found)
+
+    async def check(self, request: Request, response: Response, rule: "RateLimitRule") -> None:
+        """Applies ``rule`` to ``request`` as the dependency does (fastlimit's ``check``)."""
+        await RateLimit(rule)(request, response)
+
+
+@dataclass(frozen=True)
+class RateLimitRule:
+    """A limit: ``ip`` for anonymous callers (or by ``key``), ``user`` for callers ``user_id_func`` names."""
+
+    name: str | None
+    ip_limit: Quota | None = None
+    user_limit: Quota | None = None
+    cost: int = 1
+    key: KeyFunc | None = None
+    dry_run: bool | None = None
+
+
+def rule(
+    default: Rate | None = None,
+    *,
+    ip: Rate | None = None,
+    user: Rate | None = None,
+    name: str | None = None,
+    cost: int = 1,
+    scope: str | None = None,
+    key: KeyFunc | None = None,
+    dry_run: bool | None = None,
+) -> RateLimitRule:
+    """Builds a limit once, to share it: ``LOGIN = rule(ip="5/min", name="login")``; ``rate_limit(LOGIN)``.
+
+    ``default`` is shorthand for ``ip``. ``name`` (or ``scope``) names a quota that every route using it
+    shares; without one, each route has its own, named after its template. ``key(request)`` (sync or
+    async) returns what to key the ``ip`` rate by instead of the client address (None: the address).
+    ``dry_run`` overrides the limiter's setting for this limit.
+    """
+    if default is not None and ip is not None:
+        raise ValueError(
+            "Cannot set both 'default' and 'ip'. Use 'default' as shorthand for IP-only, or 'ip' explicitly."
+        )
+    if default is None and ip is None and user is None:
+        raise ValueError("At least one of 'default', 'ip', or 'user' must be set.")
+    if name is not None and scope is not None and name != scope:
+        raise ValueError(f"name and scope are the same thing; got name={name!r} and scope={scope!r}")
+    name = name if name is not None else scope
+    if name is not None and (not isinstance(name, str) or not name):
+        raise ValueError(f"name must be a non-empty str, got {name!r}")
+    if key is not None and not callable(key):
+        raise TypeError("key must be a callable taking the request, sync or async")
+    ip_quota = _quota(default if default is not None else ip, "ip")
+    user_quota = _quota(user, "user")
+    cost = _check_cost(cost, [ip_quota, user_quota])
+    return RateLimitRule(name, ip_quota, user_quota, cost, key, dry_run)
+
+
+class RateLimit:
+    """The FastAPI dependency that applies one ``RateLimitRule``; ``rate_limit()`` wraps it in ``Depends``."""
+
+    __slots__ = ("rule",)
+
+    def __init__(self, rule: RateLimitRule) -> None:
+        self.rule = rule
+
+    def __repr__(self) -> str:
+        return f"RateLimit({self.rule!r})"
+
+    async def __call__(self, request: Request, response: Response) -> None:
+        scope = request.scope
+        checked = scope.get(_CHECKED)
+        if checked is not None and self in checked:
+            return  # an earlier limit of this route checked this one with it, in the same call
+        engine = scope.get(_ENGINE)
+        if engine is None:
+            engine = get_limiter(request)
+        group = engine.route_limits(scope)
+        if self not in group:
+            group = (self,)
+        scope[_CHECKED] = group
+        address, client_key = engine.client(scope)
+        if engine.exempt and engine.is_exempt(address):
+            return
+        user_id = None
+        if engine.user_id_func is not None and any(dep.rule.user_limit is not None for dep in group):
+            user_id = await _maybe_await(engine.user_id_func(request))
+        # Limits that can refuse are charged together, all or nothing, one call per cost; a dry-run limit
+        # is charged on its own, so its would-be refusals do not stop the others.
+        enforced: dict[int, list[tuple[str, str, Quota]]] = {}
+        trials: list[tuple[int, str, str, Quota]] = []
+        for dep in group:
+            limit_rule = dep.rule
+            name = limit_rule.name or engine.route_name(scope)
+            key, quota = await dep._limit(engine, request, name, client_key, user_id)
+            if engine.dry_run if limit_rule.dry_run is None else limit_rule.dry_run:
+                trials.append((limit_rule.cost, name, key, quota))
+            else:
+                enforced.setdefault(limit_rule.cost, []).append((name, key, quota))
+        pending = scope.get(_PENDING)
+        shown = pending if pending is not None else _Pending()
+        for cost, name, key, quota in trials:
+            decision = await _decide(engine.limiter, [(key, quota)], cost)
+            engine.settle(decision, engine.counts(name), True, name, key)
+            if decision.allowed:
+                shown.offer(decision, engine.renderer, name)
+        for cost, limits in enforced.items():
+            decision = await _decide(engine.limiter, [(key, quota) for _, key, quota in limits], cost)
+            if decision.allowed:
+                for name, _, _ in limits:
+                    engine.counts(name).allowed += 1
+                shown.offer(decision, engine.renderer, _binding_name(limits, decision))
+                continue
+            name = _binding_name(limits, decision)
+            engine.settle(decision, engine.counts(name), False, name, limits[0][1])
+            shown.offer(decision, engine.renderer, name)
+            raise RateLimitExceeded.from_decision(decision, name)
+        if pending is None:
+            for header, value in shown.render():
+                response.headers[header.decode()] = value.decode()
+
+    async def _limit(
+        self, engine: "FastLimit", request: Request, name: str, client_key: str, user_id: object
+    ) -> tuple[str, Quota]:
+        """The (key, rate) this rule charges for ``request``."""
+        limit_rule = self.rule
+        prefix = engine.key_prefix
+        if limit_rule.user_limit is not None:
+            if user_id:
+                return f"{prefix}:{name}:user:{user_id}", limit_rule.user_limit
+            if engine.user_id_func is None and limit_rule.ip_limit is None:
+                raise MissingUserID(name)
+        if limit_rule.key is not None:
+            custom = await _maybe_await(limit_rule.key(request))
+            if custom is not None:
+                client_key = f"key:{custom}"
+        # An anonymous caller of a user-only limit is limited by address at the user rate.
+        quota = limit_rule.ip_limit or limit_rule.user_limit
+        assert quota is not None
+        return f"{prefix}:{name}:ip:{client_key}", quota
+
+
+def _binding_name(limits: list[tuple[str, str, Quota]], decision: Decision) -> str:
+    """The name of the limit whose rate bound ``decision``."""
+    if len(limits) > 1:
+        for name, _, quota in limits:
+            if any(limit == decision.limit and window == decision.window for limit, window in quota.rates):
+                return name
+    return limits[0][0]
+
+
+def get_limiter(request: Request) -> FastLimit:
+    """The ``FastLimit`` attached to the request's app."""
+    engine = getattr(request.app.state, "fastlimit", None)
+    if not isinstance(engine, FastLimit):
+        raise FastLimitNotInitialized()
+    return engine
+
+
+def rate_limit(
+    default: Rate | RateLimitRule | None = None,
+    *,
+    ip: Rate | None = None,
+    user: Rate | None = None,
+    cost: int = 1,
+    name: str | None = None,
+    scope: str | None = None,
+    key: KeyFunc | None = None,
+    dry_run: bool | None = None,
+) -> Any:
+    """A dependency that limits a route, a router or an app: ``dependencies=[rate_limit("10/min")]``.
+
+    ``rate_limit("10/min")`` is ``rate_limit(ip="10/min")``; ``rate_limit(ip="5/min", user="50/min")``
+    limits anonymous callers by address and authenticated ones by user; ``"10/s;1000/day"`` checks both
+    rates at once; ``cost`` is what one request takes. See ``rule`` for ``name``/``scope``, ``key`` and
+    ``dry_run``.
+    """
+    if isinstance(default, RateLimitRule):
+        return Depends(RateLimit(default))
+    return Depends(
+        RateLimit(rule(default, ip=ip, user=user, name=name, cost=cost, scope=scope, key=key, dry_run=dry_run))
+    )
+
+
+_DEPENDENCY_PREFIX = "_ferrolimit_dep_"
+
+
+def limit(
+    default: Rate | RateLimitRule | None = None,
+    *,
+    ip: Rate | None = None,
+    user: Rate | None = None,
+    cost: int = 1,
+    name: str | None = None,
+    scope: str | None = None,
+    key: KeyFunc | None = None,
+    dry_run: bool | None = None,
+) -> Callable[[F], F]:
+    """``rate_limit`` as a decorator, placed under ``@app.get(...)``; the handler needs no ``Request``
+    parameter, may be ``async def`` or ``def``, and decorators stack."""
+    dependency = rate_limit(default, ip=ip, user=user, cost=cost, name=name, scope=scope, key=key, dry_run=dry_run)
+
+    def decorate(func: F) -> F:
+        signature = inspect.signature(func)
+        parameters = list(signature.parameters.values())
+        taken = sum(1 for parameter in parameters if parameter.name.startswith(_DEPENDENCY_PREFIX))
+        injected = f"{_DEPENDENCY_PREFIX}{taken}"
+        position = next(
+            (i for i, p in enumerate(parameters) if p.kind is inspect.Parameter.VAR_KEYWORD), len(parameters)
+        )
+        parameters.insert(position, inspect.Parameter(injected, inspect.Parameter.KEYWORD_ONLY, default=dependency))
+
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                kwargs.pop(injected, None)
+                return await func(*args, **kwargs)
+
+            wrapper: Callable[..., Any] = async_wrapper
+        else:
+
+            @functools.wraps(func)
+            def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+                kwargs.pop(injected, None)
+                return func(*args, **kwargs)
+
+            wrapper = sync_wrapper
+        wrapper.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+class _LimitHeaders:
+    """Pure ASGI: makes the limiter reachable from the scope and writes the tightest decision's headers on
+    the response start, whoever builds the response (handler, exception handler, streaming)."""
+
+    def __init__(self, app: ASGIApp, limiter: FastLimit) -> None:
+        self.app = app
+        self.limiter = limiter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope[_ENGINE] = self.limiter
+            _, send = _attach(scope, send)
+        elif scope["type"] == "websocket":
+            scope[_ENGINE] = self.limiter
+        await self.app(scope, receive, send)
+
+
+def _collect(dependant: Dependant, found: list["RateLimit"]) -> None:
+    for dep in dependant.dependencies:
+        if isinstance(dep.call, RateLimit) and dep.call not in found:
+            found.append(dep.call)
+        _collect(dep, found)
+
+
+def _limits_in(dependant: Dependant) -> bool:
+    return any(isinstance(dep.call, RateLimit) or _limits_in(dep) for dep in dependant.dependencies)
+
+
+def _api_routes(routes: Iterable[Any]) -> Iterator[Any]:
+    """Every API route, with FastAPI's included routers expanded to their effective routes."""
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        else:
+            contexts = getattr(route, "effective_route_contexts", None)  # included routers (FastAPI >= 0.160)
+            if callable(contexts):
+                yield from (context for context in contexts() if isinstance(context.original_route, APIRoute))
+
+
+def _document_429(app: FastAPI, limiter: FastLimit) -> None:
+    """Adds the 429 response, with its header names, to the OpenAPI operation of every limited route."""
+    build_schema = app.openapi
+    config = limiter.header_config
+    fields = [
+        (config.limit, "integer", "The quota of the limit"),
+        (config.remaining, "integer", "Units left"),
+        (config.reset, "integer", "When the quota is fully restored, in Unix seconds"),
+        (config.retry_after, "integer", "Seconds to wait before retrying"),
+    ]
+    if config.ietf:
+        fields += [(config.policy, "string", "IETF quota policy"), (config.ratelimit, "string", "IETF quota state")]
+    headers = {
+        name: {"description": description, "schema": {"type": kind}}
+        for name, kind, description in fields
+        if config.enabled and name
+    }
+    response = {
+        "description": "Too Many Requests: a rate limit was exceeded",
+        "headers": headers,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"detail": {"type": "string"}, "retry_after": {"type": "integer"}},
+                    "required": ["detail", "retry_after"],
+                }
+            }
+        },
+    }
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build_schema()
+        paths = schema.get("paths", {})
+        for route in _api_routes(app.routes):
+            dependant = getattr(route, "dependant", None)
+            if not isinstance(dependant, Dependant) or not _limits_in(dependant):
+                continue
+            operations = paths.get(getattr(route, "path_format", None), {})
+            for method in getattr(route, "methods", None) or ():
+                operation = operations.get(method.lower())
+                if operation is not None:
+                    operation.setdefault("responses", {}).setdefault("429", response)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,605 @@
+"""Rate limiting for any ASGI app (Starlette, FastAPI): a pure ASGI middleware and the engine it shares with
+``ferrolimit.fastapi``.
+
+Everything a response carries is computed in Rust (the decision, the header values, the 429 body); this
+module reads the client from the scope, calls the limiter once per request and writes the result.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import logging
+import re
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+from starlette.exceptions import HTTPException
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
+
+from ferrolimit._core import (
+    Decision,
+    FakeClock,
+    HeaderRenderer,
+    Limiter,
+    Quota,
+    denied_body,
+    exceeded_detail,
+    retry_after_s,
+)
+from ferrolimit.keys import ClientIdentifier, IPSet
+
+__all__ = [
+    "Algorithm",
+    "HeaderConfig",
+    "RateLimitExceeded",
+    "RateLimitMiddleware",
+    "WebSocketRateLimit",
+]
+
+logger = logging.getLogger("ferrolimit")
+
+Rate: TypeAlias = str | Quota
+KeyFunc: TypeAlias = Callable[[Request], str | Awaitable[str | None] | None]
+ConnectionKeyFunc: TypeAlias = Callable[[HTTPConnection], str | Awaitable[str | None] | None]
+
+_PENDING = "ferrolimit.pending"
+_ENGINE = "ferrolimit"
+_START_MESSAGES = frozenset({"http.response.start", "websocket.accept", "websocket.http.response.start"})
+_JSON = (b"content-type", b"application/json")
+# A placeholder quota for the native limiter: every check names its own rates.
+_UNUSED_RATE = "1/s"
+
+
+class Algorithm(str, enum.Enum):
+    """fastlimit's algorithm names, plus the others ferrolimit has.
+
+    ``SLIDING_WINDOW`` is fastlimit's: it remembers every request's time (``"sliding_window_log"``);
+    ``SLIDING_WINDOW_COUNTER`` is the cheaper weighted two-window estimate.
+    """
+
+    SLIDING_WINDOW = "sliding_window"
+    FIXED_WINDOW = "fixed_window"
+    TOKEN_BUCKET = "token_bucket"
+    GCRA = "gcra"
+    LEAKY_BUCKET = "leaky_bucket"
+    SLIDING_WINDOW_COUNTER = "sliding_window_counter"
+    SLIDING_WINDOW_LOG = "sliding_window_log"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def native(self) -> str:
+        """The core's name for this algorithm."""
+        return "sliding_window_log" if self is Algorithm.SLIDING_WINDOW else self.value
+
+
+def native_algorithm(algorithm: Algorithm | str) -> str:
+    """The core's name for ``algorithm``: an ``Algorithm`` or a name (``"sliding_window"`` as fastlimit means it)."""
+    if isinstance(algorithm, Algorithm):
+        return algorithm.native
+    if not isinstance(algorithm, str):
+        raise TypeError(f"algorithm must be an Algorithm or a str such as 'gcra', not {type(algorithm).__name__}")
+    try:
+        return Algorithm(algorithm.strip().lower().replace("-", "_")).native
+    except ValueError:
+        return algorithm  # the core names the valid ones when it refuses
+
+
+@dataclass
+class HeaderConfig:
+    """Names of the rate-limit response fields; a name of ``None`` (or ``""``) leaves that field out.
+
+    ``enabled=False`` sends none. ``ietf=True`` adds the IETF draft fields ``RateLimit-Policy``
+    (``"name";q=10;w=60``) and ``RateLimit`` (``"name";r=7;t=6``) under the names ``policy`` and ``ratelimit``.
+    """
+
+    enabled: bool = True
+    limit: str | None = "X-RateLimit-Limit"
+    remaining: str | None = "X-RateLimit-Remaining"
+    reset: str | None = "X-RateLimit-Reset"
+    retry_after: str | None = "Retry-After"
+    ietf: bool = False
+    policy: str | None = "RateLimit-Policy"
+    ratelimit: str | None = "RateLimit"
+
+    def renderer(self) -> HeaderRenderer:
+        """The native renderer for these names (raises ValueError for a name that is not a field name)."""
+        if not self.enabled:
+            return HeaderRenderer(limit=None, remaining=None, reset=None, retry_after=None)
+        return HeaderRenderer(
+            limit=self.limit,
+            remaining=self.remaining,
+            reset=self.reset,
+            retry_after=self.retry_after,
+            policy=self.policy if self.ietf else None,
+            ratelimit=self.ratelimit if self.ietf else None,
+        )
+
+
+class RateLimitExceeded(HTTPException):
+    """A request was refused. ``retry_after`` is whole seconds (rounded up, at least 1); ``decision`` is the
+    limiter's ``Decision``. fastlimit's ``(retry_after, detail, limit, reset_ms)`` are kept."""
+
+    def __init__(
+        self,
+        retry_after: int,
+        detail: str = "Too many requests.",
+        limit: int | None = None,
+        reset_ms: int | None = None,
+        *,
+        decision: Decision | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(status_code=429, detail=detail)
+        self.retry_after = retry_after
+        self.limit = limit
+        self.reset_ms = reset_ms
+        self.decision = decision
+        self.name = name
+
+    @classmethod
+    def from_decision(cls, decision: Decision, name: str | None = None) -> RateLimitExceeded:
+        return cls(
+            retry_after_s(decision),
+            exceeded_detail(decision),
+            decision.limit,
+            int(decision.reset_at * 1000),
+            decision=decision,
+            name=name,
+        )
+
+
+ErrorHandler: TypeAlias = Callable[[Request, RateLimitExceeded], Response | Awaitable[Response]]
+
+
+async def _decide(limiter: Limiter, limits: list[tuple[str, Quota]], cost: int) -> Decision:
+    """The one place this layer asks the limiter: every limit of a request in one atomic call."""
+    if _ASYNC_LIMITER and limiter.is_remote:  # type: ignore[attr-defined,unused-ignore]
+        return await limiter.hit_many_async(limits, cost)  # type: ignore[attr-defined,no-any-return,unused-ignore]
+    return limiter.hit_many(limits, cost)
+
+
+_ASYNC_LIMITER = hasattr(Limiter, "hit_many_async") and hasattr(Limiter, "is_remote")
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+def _tighter(new: Decision, old: Decision) -> bool:
+    """Whether ``new`` constrains the client more than ``old`` (the core's order: a denial, a longer wait,
+    fewer left, a later reset)."""
+    if new.allowed != old.allowed:
+        return not new.allowed
+    if not new.allowed:
+        return new.retry_after > old.retry_after
+    return (new.remaining, -new.reset_after) < (old.remaining, -old.reset_after)
+
+
+class _Pending:
+    """The decision whose headers the response will carry: the tightest one offered during the request."""
+
+    __slots__ = ("decision", "policy", "renderer")
+
+    def __init__(self) -> None:
+        self.decision: Decision | None = None
+        self.renderer: HeaderRenderer | None = None
+        self.policy = "default"
+
+    def offer(self, decision: Decision, renderer: HeaderRenderer, policy: str) -> None:
+        if self.decision is None or _tighter(decision, self.decision):
+            self.decision, self.renderer, self.policy = decision, renderer, policy
+
+    def render(self) -> list[tuple[bytes, bytes]]:
+        if self.decision is None or self.renderer is None:
+            return []
+        return self.renderer.render(self.decision, self.policy)
+
+
+def _send_with_headers(send: Send, pending: _Pending) -> Send:
+    async def send_with_headers(message: Message) -> None:
+        if message["type"] in _START_MESSAGES and pending.decision is not None:
+            extra = pending.render()
+            if extra:
+                headers = list(message.get("headers") or ())
+                if message.get("status", 200) >= 400:  # an error handler may have set its own
+                    present = {bytes(name).lower() for name, _ in headers}
+                    extra = [pair for pair in extra if pair[0] not in present]
+                message["headers"] = headers + extra
+        await send(message)
+
+    return send_with_headers
+
+
+def _attach(scope: Scope, send: Send) -> tuple[_Pending, Send]:
+    """The request's pending headers, and ``send`` wrapped to write them if no outer layer already does."""
+    pending: _Pending | None = scope.get(_PENDING)
+    if pending is not None:
+        return pending, send
+    pending = _Pending()
+    scope[_PENDING] = pending
+    return pending, _send_with_headers(send, pending)
+
+
+class _Counts:
+    __slots__ = ("allowed", "dry_run_limited", "limited")
+
+    def __init__(self) -> None:
+        self.allowed = self.limited = self.dry_run_limited = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"allowed": self.allowed, "limited": self.limited, "dry_run_limited": self.dry_run_limited}
+
+
+def _quota(rate: Rate | None, what: str) -> Quota | None:
+    if rate is None or isinstance(rate, Quota):
+        return rate
+    if isinstance(rate, str):
+        return Quota(rate)
+    raise TypeError(f"{what} must be a rate string such as '10/min' or a Quota, not {type(rate).__name__}")
+
+
+def _check_cost(cost: int, quotas: Iterable[Quota | None]) -> int:
+    if isinstance(cost, bool) or not isinstance(cost, int):
+        raise TypeError(f"cost must be a whole number, got {cost!r}")
+    if cost < 1:
+        raise ValueError(f"cost must be >= 1, got {cost}")
+    for quota in quotas:
+        if quota is not None and cost > quota.limit:
+            raise ValueError(f"a cost of {cost} can never pass {quota}; a cost must be at most the smallest limit")
+    return cost
+
+
+class _Engine:
+    """Configuration and state shared by every check of one limiter: the native limiter, client resolution,
+    exemptions, header names, dry run, error handler and per-name counts."""
+
+    def __init__(
+        self,
+        *,
+        algorithm: Algorithm | str = Algorithm.SLIDING_WINDOW,
+        storage: str = "memory://",
+        backend: Limiter | None = None,
+        key_prefix: str = "ferrolimit",
+        headers: HeaderConfig | None = None,
+        exempt_ips: Iterable[str] | None = None,
+        trusted_proxies: int | Sequence[str] = 0,
+        ipv6_prefix: int = 64,
+        proxy_header: str = "x-forwarded-for",
+        dry_run: bool = False,
+        error_handler: ErrorHandler | None = None,
+        clock: FakeClock | None = None,
+        max_keys: int = 1_000_000,
+    ) -> None:
+        if backend is not None:
+            if not isinstance(backend, Limiter):
+                raise TypeError(
+                    f"backend must be a ferrolimit.Limiter (any algorithm and storage), not {type(backend).__name__}"
+                )
+            self.limiter = backend
+        else:
+            self.limiter = Limiter(_UNUSED_RATE, native_algorithm(algorithm), storage, clock=clock, max_keys=max_keys)
+        if not isinstance(key_prefix, str):
+            raise TypeError(f"key_prefix must be a str, not {type(key_prefix).__name__}")
+        self.key_prefix = key_prefix
+        self.header_config = headers if headers is not None else HeaderConfig()
+        self.renderer = self.header_config.renderer()
+        self.identifier = ClientIdentifier(trusted_proxies, ipv6_prefix, proxy_header=proxy_header)
+        self.exempt = IPSet(exempt_ips or ())
+        self.dry_run = bool(dry_run)
+        if error_handler is not None and not callable(error_handler):
+            raise TypeError("error_handler must be a callable (request, exc) -> Response, sync or async")
+        self.error_handler = error_handler
+        self._counts: dict[str, _Counts] = {}
+
+    def counts(self, name: str) -> _Counts:
+        counts = self._counts.get(name)
+        if counts is None:
+            counts = self._counts.setdefault(name, _Counts())
+        return counts
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """``{limit name: {"allowed": n, "limited": n, "dry_run_limited": n}}`` since start; never per client."""
+        return {name: counts.as_dict() for name, counts in self._counts.items()}
+
+    def client(self, scope: Scope) -> tuple[str | None, str]:
+        """(resolved client address or None, the client's key)."""
+        client = scope.get("client")
+        return self.identifier.resolve(client[0] if client else None, scope.get("headers") or ())
+
+    def is_exempt(self, address: str | None) -> bool:
+        return bool(self.exempt) and address is not None and address in self.exempt
+
+    def settle(self, decision: Decision, counts: _Counts, dry_run: bool, name: str, key: str) -> bool:
+        """Counts the outcome; True when the request must be refused."""
+        if decision.allowed:
+            counts.allowed += 1
+            return False
+        if dry_run:
+            counts.dry_run_limited += 1
+            logger.warning(
+                "ferrolimit [dry run]: would have limited %r for %s (%s); retry after %ss",
+                name,
+                key,
+                exceeded_detail(decision),
+                retry_after_s(decision),
+            )
+            return False
+        counts.limited += 1
+        return True
+
+    async def denial_response(self, connection: HTTPConnection, exc: RateLimitExceeded) -> Response:
+        """The app's ``error_handler`` response, or the JSON 429."""
+        if self.error_handler is not None:
+            request = connection if isinstance(connection, Request) else Request(connection.scope)
+            response = await _maybe_await(self.error_handler(request, exc))
+            if not isinstance(response, Response):
+                raise TypeError(f"error_handler must return a Response, got {type(response).__name__}")
+            return response
+        assert exc.decision is not None
+        return Response(denied_body(exc.decision), status_code=429, media_type="application/json")
+
+
+def _compile_path(pattern: str) -> Callable[[str], bool]:
+    """``/login`` exactly, ``/api/*`` as a prefix, ``/users/{id}`` (``{rest:path}`` spans segments) as a template."""
+    if not pattern.startswith("/"):
+        raise ValueError(f"path rule {pattern!r} must start with '/', e.g. '/login', '/api/*' or '/users/{{id}}'")
+    if pattern.endswith("*"):
+        prefix = pattern[:-1]
+        return lambda path: path.startswith(prefix)
+    if "{" in pattern:
+        regex = ""
+        for literal, name, converter in re.findall(r"([^{]*)(?:\{(\w+)(?::(\w+))?\})?", pattern):
+            regex += re.escape(literal)
+            if name:
+                regex += ".+" if converter == "path" else "[^/]+"
+        compiled = re.compile(regex + "$")
+        return lambda path: compiled.match(path) is not None
+    return lambda path: path == pattern
+
+
+@dataclass(frozen=True)
+class _Rule:
+    name: str
+    quota: Quota
+    matches: Callable[[str], bool] | None  # None: every path
+
+
+class RateLimitMiddleware:
+    """Pure ASGI rate limiting for a whole app, keyed by client address.
+
+    ``limit`` applies to every request (``None``: no app-wide limit); ``rules`` maps paths to rates that apply
+    as well: ``{"/login": "5/min", "/api/*": "100/min", "/users/{id}": "20/min", "/health": None}`` (``None``
+    exempts the path from every limit). Every response carries the rate-limit headers of the tightest limit;
+    a refused request gets a 429 with ``Retry-After`` and ``{"detail": ..., "retry_after": n}``, or what
+    ``error_handler(request, exc)`` returns. WebSocket connections are checked before they are accepted.
+
+    ``key(request)`` (sync or async) keys by something else than the client address when it returns a str.
+    Pass ``limiter=`` (a ``FastLimit``) to share its configuration and counts; other options then must
+    be left out.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit: Rate | None = None,
+        *,
+        rules: Mapping[str, Rate | None] | None = None,
+        name: str = "default",
+        cost: int = 1,
+        key: ConnectionKeyFunc | None = None,
+        websocket: bool = True,
+        limiter: _Engine | None = None,
+        algorithm: Algorithm | str = Algorithm.GCRA,
+        storage: str = "memory://",
+        backend: Limiter | None = None,
+        key_prefix: str = "ferrolimit",
+        headers: HeaderConfig | None = None,
+        exempt_ips: Iterable[str] | None = None,
+        trusted_proxies: int | Sequence[str] = 0,
+        ipv6_prefix: int = 64,
+        proxy_header: str = "x-forwarded-for",
+        dry_run: bool = False,
+        error_handler: ErrorHandler | None = None,
+        clock: FakeClock | None = None,
+        max_keys: int = 1_000_000,
+    ) -> None:
+        self.app = app
+        if limiter is not None:
+            if not isinstance(limiter, _Engine):
+                raise TypeError(f"limiter must be a FastLimit, not {type(limiter).__name__}")
+            self.engine = limiter
+        else:
+            self.engine = _Engine(
+                algorithm=algorithm,
+                storage=storage,
+                backend=backend,
+                key_prefix=key_prefix,
+                headers=headers,
+                exempt_ips=exempt_ips,
+                trusted_proxies=trusted_proxies,
+                ipv6_prefix=ipv6_prefix,
+                proxy_header=proxy_header,
+                dry_run=dry_run,
+                error_handler=error_handler,
+                clock=clock,
+                max_keys=max_keys,
+            )
+        default = _quota(limit, "limit")
+        self._default = _Rule(name, default, None) if default is not None else None
+        self._exact: dict[str, _Rule | None] = {}
+        self._patterns: list[tuple[Callable[[str], bool], _Rule | None]] = []
+        for pattern, rate in (rules or {}).items():
+            quota = _quota(rate, f"the rate of {pattern!r}")
+            rule = _Rule(pattern, quota, None) if quota is not None else None
+            matcher = _compile_path(pattern)
+            if pattern.endswith("*") or "{" in pattern:
+                self._patterns.append((matcher, rule))
+            else:
+                self._exact[pattern] = rule
+        self._has_rules = bool(self._exact or self._patterns)
+        self._cost = _check_cost(cost, [rule.quota for rule in self._all_rules()])
+        self._key = key
+        self._websocket = websocket
+        self._counts = {rule.name: self.engine.counts(rule.name) for rule in self._all_rules()}
+
+    def _all_rules(self) -> list[_Rule]:
+        rules = [self._default] + list(self._exact.values()) + [rule for _, rule in self._patterns]
+        return [rule for rule in rules if rule is not None]
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """``{limit name: {"allowed": n, "limited": n, "dry_run_limited": n}}``."""
+        return self.engine.stats()
+
+    @property
+    def limiter(self) -> Limiter:
+        """The native limiter (its ``len()`` is the number of keys held)."""
+        return self.engine.limiter
+
+    def _rules_for(self, path: str) -> list[_Rule] | None:
+        """The rules that apply to ``path``; None when the path is exempt."""
+        if not self._has_rules:
+            return [self._default] if self._default is not None else []
+        path_rule: _Rule | None
+        if path in self._exact:
+            path_rule = self._exact[path]
+            if path_rule is None:
+                return None
+        else:
+            for matches, rule in self._patterns:
+                if matches(path):
+                    if rule is None:
+                        return None
+                    path_rule = rule
+                    break
+            else:
+                path_rule = None
+        rules = [self._default] if self._default is not None else []
+        if path_rule is not None:
+            rules.append(path_rule)
+        return rules
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope_type = scope["type"]
+        if scope_type != "http" and (scope_type != "websocket" or not self._websocket):
+            await self.app(scope, receive, send)
+            return
+        rules = self._rules_for(scope["path"])
+        if not rules:
+            await self.app(scope, receive, send)
+            return
+        engine = self.engine
+        address, client_key = engine.client(scope)
+        if engine.exempt and engine.is_exempt(address):
+            await self.app(scope, receive, send)
+            return
+        if self._key is not None:
+            custom = await _maybe_await(
+                self._key(Request(scope) if scope_type == "http" else WebSocket(scope, receive, send))
+            )
+            if custom is not None:
+                client_key = f"key:{custom}"
+        prefix = engine.key_prefix
+        limits = [(f"{prefix}:{rule.name}:{client_key}", rule.quota) for rule in rules]
+        decision = await _decide(engine.limiter, limits, self._cost)
+        rule = rules[0] if len(rules) == 1 else self._binding(rules, decision)
+        refuse = engine.settle(decision, self._counts[rule.name], engine.dry_run, rule.name, client_key)
+        pending, send = _attach(scope, send)
+        if decision.allowed or refuse:
+            pending.offer(decision, engine.renderer, rule.name)
+        if not refuse:
+            await self.app(scope, receive, send)
+        elif scope_type == "http":
+            exc = RateLimitExceeded.from_decision(decision, rule.name)
+            response = await engine.denial_response(Request(scope, receive), exc)
+            await response(scope, receive, send)
+        else:
+            await _refuse_websocket(scope, receive, send, decision)
+
+    @staticmethod
+    def _binding(rules: list[_Rule], decision: Decision) -> _Rule:
+        """The rule whose rate bound the decision (for its name in logs, counts and the IETF fields)."""
+        for rule in reversed(rules):
+            if any(limit == decision.limit and window == decision.window for limit, window in rule.quota.rates):
+                return rule
+        return rules[0]
+
+
+async def _refuse_websocket(scope: Scope, receive: Receive, send: Send, decision: Decision) -> None:
+    """Refuses a WebSocket before accepting it: an HTTP 429 where the server supports it, else close 1008."""
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    if "websocket.http.response" in scope.get("extensions", {}):
+        body = denied_body(decision)
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": 429,
+                "headers": [_JSON, (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "websocket.http.response.body", "body": body})
+    else:
+        await send({"type": "websocket.close", "code": 1008, "reason": exceeded_detail(decision)})
+
+
+class WebSocketRateLimit:
+    """Limits messages on open WebSockets, per client address (or ``key(websocket)``)::
+
+    per_client = WebSocketRateLimit("5/s")
+
+    async for text in websocket.iter_text():
+        decision = await per_client.hit(websocket)
+        if not decision.allowed:
+            await websocket.send_json({"error": "slow down", "retry_after": decision.retry_after})
+            continue
+    """
+
+    def __init__(
+        self,
+        rate: Rate,
+        *,
+        name: str = "websocket",
+        key: Callable[[WebSocket], str | Awaitable[str | None] | None] | None = None,
+        limiter: _Engine | None = None,
+        algorithm: Algorithm | str = Algorithm.GCRA,
+        trusted_proxies: int | Sequence[str] = 0,
+        ipv6_prefix: int = 64,
+        clock: FakeClock | None = None,
+        max_keys: int = 1_000_000,
+    ) -> None:
+        quota = _quota(rate, "rate")
+        assert quota is not None
+        self.quota = quota
+        self.name = name
+        self._key = key
+        self.engine = limiter or _Engine(
+            algorithm=algorithm,
+            trusted_proxies=trusted_proxies,
+            ipv6_prefix=ipv6_prefix,
+            clock=clock,
+            max_keys=max_keys,
+        )
+        self._counts = self.engine.counts(name)
+
+    async def hit(self, websocket: WebSocket, cost: int = 1) -> Decision:
+        """Charges one message (or ``cost`` units); a refused message takes nothing."""
+        client_key = self.engine.client(websocket.scope)[1]
+        if self._key is not None:
+            custom = await _maybe_await(self._key(websocket))
+            if custom is not None:
+                client_key = f"key:{custom}"
+        decision = await _decide(
+            self.engine.limiter, [(f"{self.engine.key_prefix}:{self.name}:{client_key}", self.quota)], cost
+        )
+        self.engine.settle(decision, self._counts, False, self.name, client_key)
+        return decision
+
+    __call__ = hit

@@ -1,0 +1,569 @@
+"""FastAPI: fastlimit's documented API, exact headers and bodies, on a fake clock."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.testclient import TestClient
+
+from ferrolimit import (
+    Algorithm,
+    FakeClock,
+    FastLimit,
+    FastLimitNotInitialized,
+    HeaderConfig,
+    MissingUserID,
+    RateLimitExceeded,
+    limit,
+    rate_limit,
+    rule,
+)
+from tests.conftest import TIME_ALGORITHMS
+
+T0 = 1_700_000_040  # the conftest clock's start, on a minute boundary
+
+# (remaining, X-RateLimit-Reset) for four requests at "3/min" at T0, then Retry-After of the fourth.
+EXPECTED_BURST = {
+    "gcra": ([(2, T0 + 20), (1, T0 + 40), (0, T0 + 60), (0, T0 + 60)], 20),
+    "token_bucket": ([(2, T0 + 20), (1, T0 + 40), (0, T0 + 60), (0, T0 + 60)], 20),
+    "leaky_bucket": ([(2, T0 + 20), (1, T0 + 40), (0, T0 + 60), (0, T0 + 60)], 20),
+    "fixed_window": ([(2, T0 + 60), (1, T0 + 60), (0, T0 + 60), (0, T0 + 60)], 60),
+    # the weighted counter forgets the previous window gradually: the 4th fits once 1/3 of it has gone by
+    "sliding_window_counter": ([(2, T0 + 120), (1, T0 + 120), (0, T0 + 120), (0, T0 + 120)], 80),
+    "sliding_window_log": ([(2, T0 + 60), (1, T0 + 60), (0, T0 + 60), (0, T0 + 60)], 60),
+}
+
+
+def make_app(limiter: FastLimit, **app_options: Any) -> FastAPI:
+    app = FastAPI(**app_options)
+    limiter.init_app(app)
+    return app
+
+
+def limits(response: Any) -> tuple[int, str | None, str | None, str | None, str | None]:
+    headers = response.headers
+    return (
+        response.status_code,
+        headers.get("x-ratelimit-limit"),
+        headers.get("x-ratelimit-remaining"),
+        headers.get("x-ratelimit-reset"),
+        headers.get("retry-after"),
+    )
+
+
+@pytest.mark.parametrize("algorithm", TIME_ALGORITHMS)
+def test_burst_exact_headers_and_refill(algorithm: str, clock: FakeClock) -> None:
+    app = make_app(FastLimit(algorithm=algorithm, clock=clock))
+
+    @app.get("/items", dependencies=[rate_limit("3/min")])
+    async def items() -> dict[str, bool]:
+        return {"ok": True}
+
+    client = TestClient(app)
+    expected, retry_after = EXPECTED_BURST[algorithm]
+    responses = [client.get("/items") for _ in range(4)]
+    assert [r.status_code for r in responses] == [200, 200, 200, 429]
+    assert [(int(r.headers["x-ratelimit-remaining"]), int(r.headers["x-ratelimit-reset"])) for r in responses] == expected
+    assert all(r.headers["x-ratelimit-limit"] == "3" for r in responses)
+    assert all("retry-after" not in r.headers for r in responses[:3]), "Retry-After only on 429"
+    denied = responses[3]
+    assert denied.headers["retry-after"] == str(retry_after)
+    assert denied.json() == {"detail": "Rate limit exceeded: 3 per 1 minute", "retry_after": retry_after}
+    assert denied.headers["content-type"] == "application/json"
+    clock.advance(retry_after - 1)
+    assert client.get("/items").status_code == 429
+    clock.advance(1)
+    assert client.get("/items").status_code == 200, "Retry-After is never earlier than the real refill"
+
+
+@pytest.mark.parametrize("algorithm", TIME_ALGORITHMS)
+def test_retry_after_is_never_zero_and_never_early(algorithm: str, clock: FakeClock) -> None:
+    app = make_app(FastLimit(algorithm=algorithm, clock=clock))
+
+    @app.get("/", dependencies=[rate_limit("10/s")])
+    async def root() -> dict[str, bool]:
+        return {"ok": True}
+
+    client = TestClient(app)
+    clock.advance(0.05)  # off the second boundary, so the wait is a fraction of a second
+    for _ in range(10):
+        assert client.get("/").status_code == 200
+    denied = client.get("/")
+    # A wait of a fraction of a second is announced as 1 (the weighted counter's 1.05 s as 2), never 0.
+    expected = "2" if algorithm == "sliding_window_counter" else "1"
+    assert (denied.status_code, denied.headers["retry-after"]) == (429, expected)
+    assert denied.json()["retry_after"] == int(expected)
+    clock.advance(int(expected))
+    assert client.get("/").status_code == 200
+
+
+def test_cost(clock: FakeClock) -> None:
+    app = make_app(FastLimit(clock=clock))
+
+    @app.post("/export", dependencies=[rate_limit("100/hour", cost=10)])
+    async def export() -> dict[str, bool]:
+        return {"ok": True}
+
+    client = TestClient(app)
+    remaining = [client.post("/export").headers["x-ratelimit-remaining"] for _ in range(10)]
+    assert remaining == ["90", "80", "70", "60", "50", "40", "30", "20", "10", "0"]
+    assert client.post("/export").status_code == 429
+
+
+@pytest.mark.parametrize("algorithm", TIME_ALGORITHMS)
+def test_several_rates_and_a_denial_takes_nothing(algorithm: str, clock: FakeClock) -> None:
+    app = make_app(FastLimit(algorithm=algorithm, clock=clock))
+
+    @app.get("/", dependencies=[rate_limit("3/s;5/min")])
+    async def root() -> dict[str, bool]:
+        return {"ok": True}
+
+    client = TestClient(app)
+    assert [client.get("/").status_code for _ in range(4)] == [200, 200, 200, 429]
+    assert client.get("/").headers["x-ratelimit-limit"] == "3", "the per-second rate refused it"
+    clock.advance(2)
+    first = client.get("/")
+    # 4 of 5 per minute are used only if the two refused requests took nothing.
+    assert limits(first)[:3] == (200, "5", "1")
+    assert client.get("/").headers["x-ratelimit-remaining"] == "0"
+    denied = client.get("/")
+    assert (denied.status_code, denied.headers["x-ratelimit-limit"]) == (429, "5")
+    assert denied.json()["detail"] == "Rate limit exceeded: 5 per 1 minute"
+
+
+def user_from_header(request: Request) -> str | None:
+    return request.headers.get("x-user")
+
+
+def test_ip_and_user_buckets_as_fastlimit_documents(clock: FakeClock) -> None:
+    app = make_app(FastLimit(user_id_func=user_from_header, clock=clock))
+
+    @app.post("/upload", dependencies=[rate_limit(ip="2/min", user="3/min")])
+    async def upload() -> dict[str, bool]:
+        return {"ok": True}
+
+    alice_home = TestClient(app, client=("198.51.100.1", 1000))
+    alice_work = TestClient(app, client=("198.51.100.2", 1000))
+    # Anonymous callers are limited by address.
+    assert [alice_home.post("/upload").status_code for _ in range(3)] == [200, 200, 429]
+    assert alice_home.post("/upload").headers["x-ratelimit-limit"] == "2"
+    # Authenticated ones by user, wherever they come from, and not by the exhausted address.
+    as_alice = {"x-user": "alice"}
+    responses = [alice_home.post("/upload", headers=as_alice), alice_work.post("/upload", headers=as_alice)]
+    responses.append(alice_work.post("/upload", headers=as_alice))
+    assert [limits(r)[:3] for r in responses] == [(200, "3", "2"), (200, "3", "1"), (200, "3", "0")]
+    assert alice_home.post("/upload", headers=as_alice).status_code == 429
+    assert alice_home.post("/upload", headers={"x-user": "bob"}).status_code == 200
+
+
+async def async_user(request: Request) -> str | None:
+    return request.headers.get("x-user")
+
+
+def test_async_user_id_func_and_anonymous_on_a_user_only_limit(clock: FakeClock) -> None:
+    app = make_app(FastLimit(user_id_func=async_user, clock=clock))
+
+    @app.get("/me", dependencies=[rate_limit(user="2/min")])
+    async def me() -> dict[str, bool]:
+        return {"ok": True}
+
+    client = TestClient(app)
+    assert [client.get("/me", headers={"x-user": "u1"}).status_code for _ in range(3)] == [200, 200, 429]
+    # Anonymous callers of a user-only limit are limited by address at the user rate (fastlimit: a 500).
+    assert [client.get("/me").status_code for _ in range(3)] == [200, 200, 429]
+
+
+def test_user_only_limit_without_user_id_func_is_a_clear_error(clock: FakeClock) -> None:
+    app = make_app(FastLimit(clock=clock))
+
+    @app.get("/me", dependencies=[rate_limit(user="2/min", name="me")])
+    async def me() -> dict[str, bool]:
+        return {"ok": True}
+
+    with pytest.raises(MissingUserID, match="'me' has a user limit but FastLimit has no user_id_func"):
+        TestClient(app).get("/me")
+
+
+def test_scope_shares_a_quota_and_routes_are_keyed_by_template(clock: FakeClock) -> None:
+    limiter = FastLimit(clock=clock)
+    app = make_app(limiter)
+    search = rate_limit("2/min", scope="search")
+
+    @app.get("/a", dependencies=[search])
+    async def a() -> dict[str, bool]:
+        return {"ok": True}
+
+    @app.get("/b", dependencies=[rate_limit("2/min", scope="search")])
+    async def b() -> dict[str, bool]:
+        return {"ok": True}
+
+    @app.get("/users/{user_id}", dependencies=[rate_limit("2/min")])
+    async def user(user_id: int) -> dict[str, int]:
+        return {"id": user_id}
+
+    @app.get("/other", dependencies=[rate_limit("2/min")])
+    async def other() -> dict[str, bool]:
+        return {"ok": True}
+
+    client = TestClient(app)
+    assert [client.get(path).status_code for path in ["/a", "/b", "/a", "/b"]] == [200, 200, 429, 429]
+    assert [client.get(f"/users/{n}").status_code for n in range(3)] == [200, 200, 429], "one quota per template"
+    assert client.get("/other").status_code == 200, "unnamed limits of different routes are separate"
+    assert limiter.stats() == {
+        "search": {"allowed": 2, "limited": 2, "dry_run_limited": 0},
+        "GET /users/{user_id}": {"allowed": 2, "limited": 1, "dry_run_limited": 0},
+        "GET /other": {"allowed": 1, "limited": 0, "dry_run_limited": 0},
+    }
+
+
+def test_router_and_app_level_dependencies(clock: FakeClock) -> None:
+    limiter = FastLimit(clock=clock)
+    app = make_app(limiter, dependencies=[rate_limit("5/min", name="global")])
+    router = APIRouter(prefix="/api", dependencies=[rate_limit("3/min", name="api")])
+
+    @router.get("/x")
+    async def x() -> dict[str, bool]:
+        return {"ok": True}
+
+    @router.get("/y")
+    async def y() -> dict[str, bool]:
+        return {"ok": True}
+
+    @app.get("/free")
+    async def free() -> dict[str, bool]:
+        return {"ok": True}
+
+    app.include_router(router)
+    client = TestClient(app)
+    # Each response reports the tightest of the limits that apply to it.
+    assert limits(client.get("/api/x"))[:3] == (200, "3", "2")
+    assert limits(client.get("/free"))[:3] == (200, "5", "3")
+    assert limits(client.get("/api/y"))[:3] == (200, "3", "1")
+    assert limits(client.get("/api/x"))[:3] == (200, "3", "0")
+    assert limits(client.get("/api/y"))[:3] == (429, "3", "0")
+    assert limits(client.get("/free"))[:3] == (200, "5", "0"), "the refused request took nothing from global"
+    assert limits(client.get("/free"))[:3] == (429, "5", "0")
+    assert limiter.stats()["api"] == {"allowed": 3, "limited": 1, "dry_run_limited": 0}
+    assert "429" in client.get("/openapi.json").json()["paths"]["/api/x"]["get"]["responses"]
+
+
+def test_unnamed_limits_in_routers_use_the_full_template(clock: FakeClock) -> None:
+    limiter = FastLimit(clock=clock)
+    app = make_app(limiter)
+    router = APIRouter(prefix="/api")
+
+    @router.get("/items/{item_id}", dependencies=[rate_limit("1/min")])
+    async def item(item_id: int) -> dict[str, int]:
+        return {"id": item_id}
+
+    app.include_router(router)
+    client = TestClient(app)
+    assert [client.get(f"/api/items/{n}").status_code for n in range(2)] == [200, 429]
+    assert list(limiter.stats()) == ["GET /api/items/{item_id}"]
+    responses = client.get("/openapi.json").json()["paths"]["/api/items/{item_id}"]["get"]["responses"]
+    assert responses["429"]["description"] == "Too Many Requests: a rate limit was exceeded"
+
+
+def test_exempt_ips_and_networks(clock: FakeClock) -> None:
+    app = make_app(FastLimit(exempt_ips={"127.0.0.1", "10.0.0.0/8"}, clock=clock))
+
+    @app.get("/", dependencies=[rate_limit("1/min")])
+    async def root() -> dict[str, bool]:
+        return {"ok": True}
+
+    for address in ["127.0.0.1", "10.20.30.40"]:
+        client = TestClient(app, client=(address, 1000))
+        responses = [client.get("/") for _ in range(3)]
+        assert [r.status_code for r in responses] == [200, 200, 200]
+        assert "x-ratelimit-limit" not in responses[0].headers
+    outsider = TestClient(app, client=("198.51.100.1", 1000))
+    # Without a trusted proxy, claiming an exempt address in X-Forwarded-For does nothing.
+    spoofed = {"x-forwarded-for": "127.0.0.1"}
+    assert [outsider.get("/", headers=spoofed).status_code for _ in range(2)] == [200, 429]
+
+
+def test_dry_run_globally_and_per_limit(clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+    limiter = FastLimit(dry_run=True, clock=clock)
+    app = make_app(limiter)
+
+    @app.get("/", dependencies=[rate_limit("1/min", name="root")])
+    async def root() -> dict[str, bool]:
+        return {"ok": True}
+
+    with caplog.at_level(logging.WARNING, logger="ferrolimit"):
+        responses = [TestClient(app).get("/") for _ in range(3)]
+    assert [r.status_code for r in responses] == [200, 200, 200]
+    assert "retry-after" not in responses[2].headers
+    assert limiter.stats() == {"root": {"allowed": 1, "limited": 0, "dry_run_limited": 2}}
+    assert sum("would have limited 'root'" in record.getMessage() for record in caplog.records) == 2
+
+    enforcing = FastLimit(clock=clock)
+    app = make_app(enforcing)
+
+    @app.get("/trial", dependencies=[rate_limit("1/min", name="trial", dry_run=True)])
+    async def trial() -> dict[str, bool]:
+        return {"ok": True}
+
+    @app.get("/real", dependencies=[rate_limit("1/min", name="real")])
+    async def real() -> dict[str, bool]:
+        return {"ok": True}
+
+    client = TestClient(app)
+    assert [client.get("/trial").status_code for _ in range(2)] == [200, 200]
+    assert [client.get("/real").status_code for _ in range(2)] == [200, 429]
+    assert enforcing.stats()["trial"]["dry_run_limited"] == 1
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_custom_error_handler(asynchronous: bool, clock: FakeClock) -> None:
+    def body(exc: RateLimitExceeded) -> dict[str, Any]:
+        return {"error": "rate_limit_exceeded", "message": exc.detail, "retry_after_seconds": exc.retry_after}
+
+    def sync_handler(request: Request, exc: RateLimitExceeded) -> JSONResponse:
+        return JSONResponse(status_code=429, content=body(exc), headers={"Retry-After": "3600"})
+
+    async def async_handler(request: Request, exc: RateLimitExceeded) -> JSONResponse:
+        return sync_handler(request, exc)
+
+    app = make_app(FastLimit(error_handler=async_handler if asynchronous else sync_handler, clock=clock))
+
+    @app.get("/", dependencies=[rate_limit("1/min")])
+    async def root() -> dict[str, bool]:
+        return {"ok": True}
+
+    client = TestClient(app)
+    client.get("/")
+    denied = client.get("/")
+    assert denied.status_code == 429
+    assert denied.json() == {
+        "error": "rate_limit_exceeded",
+        "message": "Rate limit exceeded: 1 per 1 minute",
+        "retry_after_seconds": 60,
+    }
+    assert denied.headers.get_list("retry-after") == ["3600"], "the handler's own header wins, once"
+    assert limits(denied)[1:4] == ("1", "0", str(T0 + 60))
+
+
+def test_headers_survive_http_exceptions_own_responses_and_streaming(clock: FakeClock) -> None:
+    app = make_app(FastLimit(clock=clock))
+
+    async def require_token(request: Request) -> None:
+        if request.headers.get("authorization") != "Bearer ok":
+            raise HTTPException(status_code=401, detail="no token")
+
+    @app.get("/later", dependencies=[rate_limit("5/min", name="later"), Depends(require_token)])
+    async def later() -> dict[str, bool]:
+        return {"ok": True}
+
+    @app.get("/missing", dependencies=[rate_limit("5/min", name="missing")])
+    async def missing() -> None:
+        raise HTTPException(status_code=404, detail="nope")
+
+    @app.get("/text", dependencies=[rate_limit("5/min", name="text")])
+    async def text() -> PlainTextResponse:
+        return PlainTextResponse("hello")
+
+    @app.get("/stream", dependencies=[rate_limit("5/min", name="stream")])
+    async def stream() -> StreamingResponse:
+        def chunks() -> Iterator[bytes]:
+            yield from (b"a", b"b", b"c")
+
+        return StreamingResponse(chunks(), media_type="text/plain")
+
+    client = TestClient(app)
+    for path, status, body in [("/later", 401, None), ("/missing", 404, None), ("/text", 200, "hello")]:
+        response = client.get(path)
+        assert limits(response) == (status, "5", "4", str(T0 + 60), None), path
+        if body:
+            assert response.text == body
+    streamed = client.get("/stream")
+    assert limits(streamed)[:3] == (200, "5", "4") and streamed.text == "abc"
+
+
+def test_limit_decorator_without_request_sync_and_stacked(clock: FakeClock) -> None:
+    app = make_app(FastLimit(clock=clock))
+
+    @app.get("/feed")
+    @limit("2/min")
+    async def feed() -> dict[str, list[int]]:
+        return {"items": []}
+
+    @app.get("/sync/{n}")
+    @limit("2/min")
+    def sync(n: int) -> dict[str, int]:
+        return {"n": n}
+
+    @app.get("/stacked")
+    @limit("3/min", name="outer")
+    @limit("1/min", name="inner")
+    async def stacked() -> dict[str, bool]:
+        return {"ok": True}
+
+    client = TestClient(app)
+    assert [client.get("/feed").status_code for _ in range(3)] == [200, 200, 429]
+    assert client.get("/sync/7").json() == {"n": 7}
+    assert [client.get(f"/sync/{n}").status_code for n in range(2)] == [200, 429]
+    assert limits(client.get("/stacked"))[:3] == (200, "1", "0")
+    assert client.get("/stacked").status_code == 429
+    assert "_ferrolimit" not in str(app.openapi()), "the injected parameter is not a documented query parameter"
+
+
+def test_rule_objects_and_async_key(clock: FakeClock) -> None:
+    async def api_key(request: Request) -> str | None:
+        return request.headers.get("x-api-key")
+
+    photo_download = rule(ip="2/min", name="photo_download", key=api_key)
+    limiter = FastLimit(clock=clock)
+    app = make_app(limiter)
+
+    @app.get("/photo", dependencies=[rate_limit(photo_download)])
+    async def photo() -> dict[str, bool]:
+        return {"ok": True}
+
+    @app.get("/thumb", dependencies=[rate_limit(photo_download)])
+    async def thumb() -> dict[str, bool]:
+        return {"ok": True}
+
+    client = TestClient(app)
+    assert [client.get("/photo", headers={"x-api-key": "k1"}).status_code for _ in range(2)] == [200, 200]
+    assert client.get("/thumb", headers={"x-api-key": "k1"}).status_code == 429
+    assert client.get("/thumb", headers={"x-api-key": "k2"}).status_code == 200, "keyed by API key, not address"
+    assert [client.get("/photo").status_code for _ in range(3)] == [200, 200, 429], "no key: by address"
+
+
+def test_openapi_documents_429_on_limited_routes_only(clock: FakeClock) -> None:
+    app = make_app(FastLimit(headers=HeaderConfig(ietf=True), clock=clock))
+
+    @app.get("/limited", dependencies=[rate_limit("1/min")])
+    async def limited() -> dict[str, bool]:
+        return {"ok": True}
+
+    @app.get("/decorated")
+    @limit("1/min")
+    async def decorated() -> dict[str, bool]:
+        return {"ok": True}
+
+    @app.get("/free")
+    async def free() -> dict[str, bool]:
+        return {"ok": True}
+
+    paths = TestClient(app).get("/openapi.json").json()["paths"]
+    for path in ["/limited", "/decorated"]:
+        response = paths[path]["get"]["responses"]["429"]
+        assert set(response["headers"]) == {
+            "X-RateLimit-Limit",
+            "X-RateLimit-Remaining",
+            "X-RateLimit-Reset",
+            "Retry-After",
+            "RateLimit-Policy",
+            "RateLimit",
+        }
+        schema = response["content"]["application/json"]["schema"]
+        assert schema["properties"]["retry_after"] == {"type": "integer"}
+    assert "429" not in paths["/free"]["get"]["responses"]
+
+
+def test_header_names_ietf_fields_and_disabling(clock: FakeClock) -> None:
+    custom = HeaderConfig(limit="RateLimit-Limit", remaining="RateLimit-Remaining", reset="RateLimit-Reset", ietf=True)
+    app = make_app(FastLimit(headers=custom, clock=clock))
+
+    @app.get("/", dependencies=[rate_limit("2/min", name="burst")])
+    async def root() -> dict[str, bool]:
+        return {"ok": True}
+
+    client = TestClient(app)
+    first = client.get("/")
+    assert {k: v for k, v in first.headers.items() if "ratelimit" in k} == {
+        "ratelimit-limit": "2",
+        "ratelimit-remaining": "1",
+        "ratelimit-reset": str(T0 + 60),
+        "ratelimit-policy": '"burst";q=2;w=60',
+        "ratelimit": '"burst";r=1;t=60',
+    }
+    client.get("/")
+    denied = client.get("/")
+    assert denied.headers["ratelimit"] == '"burst";r=0;t=60' and denied.headers["retry-after"] == "60"
+
+    app = make_app(FastLimit(headers=HeaderConfig(enabled=False), clock=clock))
+
+    @app.get("/", dependencies=[rate_limit("1/min")])
+    async def quiet() -> dict[str, bool]:
+        return {"ok": True}
+
+    client = TestClient(app)
+    client.get("/")
+    denied = client.get("/")
+    assert denied.status_code == 429 and denied.json()["retry_after"] == 60
+    assert not [k for k in denied.headers if "ratelimit" in k or k == "retry-after"]
+
+
+def test_algorithm_names_map_to_the_core() -> None:
+    assert FastLimit().limiter.algorithm == "sliding_window_log", "fastlimit's default tracks exact timestamps"
+    expected = {
+        Algorithm.SLIDING_WINDOW: "sliding_window_log",
+        Algorithm.FIXED_WINDOW: "fixed_window",
+        Algorithm.TOKEN_BUCKET: "token_bucket",
+        Algorithm.GCRA: "gcra",
+        Algorithm.LEAKY_BUCKET: "leaky_bucket",
+        Algorithm.SLIDING_WINDOW_COUNTER: "sliding_window_counter",
+    }
+    for algorithm, native in expected.items():
+        assert FastLimit(algorithm=algorithm).limiter.algorithm == native
+    assert FastLimit(algorithm="token_bucket").limiter.algorithm == "token_bucket"
+    assert Algorithm.SLIDING_WINDOW == "sliding_window" and str(Algorithm.GCRA) == "gcra"
+    with pytest.raises(ValueError, match='unknown algorithm "tokenbucket"'):
+        FastLimit(algorithm="tokenbucket")
+
+
+def test_configuration_errors_name_the_problem() -> None:
+    with pytest.raises(ValueError, match="Cannot set both 'default' and 'ip'"):
+        rate_limit("1/min", ip="2/min")
+    with pytest.raises(ValueError, match="At least one of 'default', 'ip', or 'user' must be set"):
+        rate_limit()
+    with pytest.raises(ValueError, match="cost must be >= 1, got 0"):
+        rate_limit("1/min", cost=0)
+    with pytest.raises(ValueError, match="a cost of 11 can never pass 10 per 1 minute"):
+        rate_limit("10/min", cost=11)
+    with pytest.raises(ValueError, match=r'invalid rate "10/fortnight".*10/min'):
+        rate_limit("10/fortnight")
+    with pytest.raises(ValueError, match="name and scope are the same thing"):
+        rate_limit("1/min", name="a", scope="b")
+    with pytest.raises(ValueError, match='"Bad Name" is not a valid field name'):
+        FastLimit(headers=HeaderConfig(limit="Bad Name"))
+    with pytest.raises(ValueError, match="'nonsense' is not an IP address or network"):
+        FastLimit(exempt_ips={"nonsense"})
+    with pytest.raises(TypeError, match="backend must be a ferrolimit.Limiter"):
+        FastLimit(backend=object())  # type: ignore[arg-type]
+
+
+def test_without_init_app_the_error_says_so() -> None:
+    app = FastAPI()
+
+    @app.get("/", dependencies=[rate_limit("1/min")])
+    async def root() -> dict[str, bool]:
+        return {"ok": True}
+
+    with pytest.raises(FastLimitNotInitialized, match=r"forget to call limiter.init_app\(app\)"):
+        TestClient(app).get("/")
+
+
+def test_fastlimit_readme_example_runs_unchanged(clock: FakeClock) -> None:
+    app = FastAPI()
+    limiter = FastLimit(
+        user_id_func=lambda request: getattr(request.state, "user_id", None),
+        clock=clock,
+    )
+    limiter.init_app(app)
+
+    @app.post("/upload", dependencies=[rate_limit(ip="10/min", user="50/min")])
+    async def upload() -> dict[str, bool]:
+        return {"ok": True}
+
+    client = TestClient(app)
+    statuses = [client.post("/upload").status_code for _ in range(11)]
+    assert statuses == [200] * 10 + [429]
