@@ -11,7 +11,7 @@ STAMP := $(VENV)/.deps-stamp
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-DEV_DEPS := "maturin>=1.9.4,<2" "pytest>=8" "httpx>=0.27" "ruff>=0.6" "mypy>=1.10" "fastapi>=0.110" "uvicorn>=0.30" "fastmcp>=4.1,<5"
+DEV_DEPS := "maturin>=1.9.4,<2" "pytest>=8" "httpx>=0.27" "ruff>=0.6" "mypy>=1.10" "fastapi>=0.110" "uvicorn>=0.30" "fastmcp>=4.1,<5" "redis>=5"
 
 $(STAMP): Makefile
 	@test -x $(PY) || python3 -m venv $(VENV)

@@ -4,6 +4,9 @@ import pytest
 
 from ferrolimit import FakeClock
 
+# Real redis-server processes and the memory/redis/cluster `backend`, `storage` and `make_limiter` fixtures.
+pytest_plugins = ["tests.redis_server"]
+
 TIME_ALGORITHMS = [
     "gcra",
     "token_bucket",

@@ -158,8 +158,9 @@ def test_sliding_log_status(clock: FakeClock) -> None:
     assert limiter.get_wait_time("u") == 300.0
 
 
-def test_redis_backend_with_a_client_is_not_yet_available() -> None:
-    with pytest.raises(NotImplementedError, match="Redis store"):
+def test_redis_backend_needs_a_redis_py_client() -> None:
+    # A real client against a real server: tests/test_redis_compat.py.
+    with pytest.raises(TypeError, match="redis_client must be a redis-py client"):
         TokenBucketLimiter(5, 1.0, "user", "redis", redis_client=object())
 
 

@@ -1,4 +1,7 @@
-"""The general limiter through the Python API, every algorithm, on a fake clock."""
+"""The general limiter through the Python API, every algorithm, on a fake clock.
+
+Tests taking ``make_limiter`` run on every backend: memory, one Redis server and a Redis Cluster (the fake
+clock's time is passed to the Redis scripts)."""
 
 from __future__ import annotations
 
@@ -9,11 +12,14 @@ import pytest
 
 from ferrolimit import ConcurrencyLimiter, CostExceedsLimitError, FakeClock, Limiter, Quota, parse_rates
 from tests.conftest import TIME_ALGORITHMS
+from tests.redis_server import MakeLimiter
 
 
 @pytest.mark.parametrize("algorithm", TIME_ALGORITHMS)
-def test_burst_then_denial_then_exactly_retry_after(algorithm: str, clock: FakeClock) -> None:
-    limiter = Limiter("10/min", algorithm, clock=clock)
+def test_burst_then_denial_then_exactly_retry_after(
+    algorithm: str, clock: FakeClock, make_limiter: MakeLimiter
+) -> None:
+    limiter = make_limiter("10/min", algorithm, clock=clock)
     remaining = [limiter.hit("k").remaining for _ in range(10)]
     assert remaining == list(range(9, -1, -1))
     denied = limiter.hit("k")
@@ -28,8 +34,8 @@ def test_burst_then_denial_then_exactly_retry_after(algorithm: str, clock: FakeC
 
 
 @pytest.mark.parametrize("algorithm", TIME_ALGORITHMS)
-def test_cost_and_reset_and_peek(algorithm: str, clock: FakeClock) -> None:
-    limiter = Limiter("10/min", algorithm, clock=clock)
+def test_cost_and_reset_and_peek(algorithm: str, clock: FakeClock, make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter("10/min", algorithm, clock=clock)
     assert limiter.hit("k", cost=4).remaining == 6
     assert limiter.peek("k").remaining == 6
     assert limiter.test("k", cost=6).allowed
@@ -45,8 +51,8 @@ def test_cost_and_reset_and_peek(algorithm: str, clock: FakeClock) -> None:
 
 
 @pytest.mark.parametrize("algorithm", TIME_ALGORITHMS)
-def test_multiple_rates_are_charged_together(algorithm: str, clock: FakeClock) -> None:
-    limiter = Limiter("3/s;5/min", algorithm, clock=clock)
+def test_multiple_rates_are_charged_together(algorithm: str, clock: FakeClock, make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter("3/s;5/min", algorithm, clock=clock)
     assert [limiter.hit("k").allowed for _ in range(4)] == [True, True, True, False]
     clock.advance(2)  # two whole windows: even the sliding counter has forgotten the first second
     second = [limiter.hit("k") for _ in range(3)]
@@ -56,8 +62,11 @@ def test_multiple_rates_are_charged_together(algorithm: str, clock: FakeClock) -
     assert not limiter.hit("k").allowed
 
 
-def test_a_denial_by_one_key_takes_nothing_from_the_others(clock: FakeClock) -> None:
-    limiter = Limiter("1000/min", clock=clock)
+@pytest.mark.parametrize("algorithm", TIME_ALGORITHMS)
+def test_a_denial_by_one_key_takes_nothing_from_the_others(
+    algorithm: str, clock: FakeClock, make_limiter: MakeLimiter
+) -> None:
+    limiter = make_limiter("1000/min", algorithm, clock=clock)
     ip, user = ("ip:198.51.100.1", "2/min"), ("user:7", "10/min")
     assert limiter.hit_many([ip, user]).remaining == 1
     assert limiter.hit_many([ip, user]).remaining == 0
@@ -74,20 +83,21 @@ def test_a_limit_named_twice_in_one_request_is_charged_once(clock: FakeClock) ->
     assert limiter.hit_many([("k", None), ("k", "10/min"), ("k", None)], cost=2).remaining == 8
 
 
-def test_decision_times_and_reset_at(clock: FakeClock) -> None:
-    limiter = Limiter("10/min", "gcra", clock=clock)
+def test_decision_times_and_reset_at(clock: FakeClock, make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter("10/min", "gcra", clock=clock)
     first = limiter.hit("k")
     assert (first.reset_after, first.retry_after, first.window) == (6.0, 0.0, 60.0)
     assert first.reset_at == clock.now() + 6.0
     assert "Decision(allowed=True, limit=10, remaining=9" in repr(first)
 
 
-def test_threads_share_one_key_exactly() -> None:
-    limiter = Limiter("1000/hour", "gcra", clock=FakeClock())
+def test_threads_share_one_key_exactly(backend: str, make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter("1000/hour", "gcra", clock=FakeClock())
     allowed: list[int] = []
+    per_thread = 10_000 if backend == "memory" else 160
 
     def worker() -> None:
-        allowed.append(sum(limiter.allow("hot") for _ in range(10_000)))
+        allowed.append(sum(limiter.allow("hot") for _ in range(per_thread)))
 
     threads = [threading.Thread(target=worker) for _ in range(8)]
     for thread in threads:
@@ -95,7 +105,7 @@ def test_threads_share_one_key_exactly() -> None:
     for thread in threads:
         thread.join()
     assert sum(allowed) == 1000
-    assert limiter.stats()["allowed"] == 1000 and limiter.stats()["denied"] == 79_000
+    assert limiter.stats()["allowed"] == 1000 and limiter.stats()["denied"] == 8 * per_thread - 1000
 
 
 @pytest.mark.parametrize("algorithm", ["gcra", "token_bucket", "fixed_window", "sliding_window_counter"])
@@ -185,7 +195,10 @@ def test_bad_rate_strings_name_the_text_and_a_valid_example(text: str) -> None:
         ({"rate": 10}, TypeError, "a rate must be a str such as '10/min' or a Quota, not int"),
         ({"rate": "1/s", "algorithm": "bogus"}, ValueError, "unknown algorithm \"bogus\"; expected one of 'gcra'"),
         ({"rate": "1/s", "storage": "mongodb://x"}, ValueError, 'unknown storage "mongodb://x"'),
-        ({"rate": "1/s", "storage": "redis://localhost"}, ValueError, "Redis store is not available"),
+        ({"rate": "1/s", "storage": "redis://u:secret@localhost:port"}, ValueError, "not a usable Redis URL"),
+        ({"rate": "1/s", "storage": "redis+cluster://"}, ValueError, "names no cluster node"),
+        ({"rate": "1/s", "on_backend_error": "retry"}, ValueError, "on_backend_error must be 'allow', 'deny' or"),
+        ({"rate": "1/s", "timeout_ms": 0}, ValueError, "timeout_ms must be a positive whole number, got 0"),
         ({"rate": "1/s", "max_keys": 0}, ValueError, "max_keys must be a positive whole number, got 0"),
         ({"rate": "1/s", "on_full": "maybe"}, ValueError, "on_full must be 'allow' or 'deny'"),
     ],

@@ -1,6 +1,6 @@
 """The native core of ferrolimit. Everything here runs in Rust; nothing blocks on I/O."""
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import final
 
 from typing_extensions import Self, disjoint_base
@@ -127,11 +127,38 @@ class Limiter:
     """A rate limiter: one or more rates, an algorithm and a store.
 
     ``algorithm`` is one of ``"gcra"`` (default), ``"token_bucket"``, ``"leaky_bucket"``, ``"fixed_window"``,
-    ``"sliding_window_counter"`` or ``"sliding_window_log"``. ``storage`` is ``"memory://"``.
-    The memory store keeps at most ``max_keys`` keys; keys that behave as new are dropped on their own,
-    and a live counter is never dropped. When the store is full of live keys a new key is let through
-    untracked (``on_full="allow"``) or refused (``on_full="deny"``); ``stats()["store_full"]`` counts them.
-    Pass a ``FakeClock`` as ``clock`` to control time in tests.
+    ``"sliding_window_counter"`` or ``"sliding_window_log"``.
+
+    ``storage`` is ``"memory://"`` (default) or a Redis URL: ``redis://[user:pass@]host:port/db``,
+    ``rediss://...`` (TLS; ``#insecure`` skips certificate checks), ``redis+cluster://h1:p1,h2:p2`` or
+    ``redis+unix:///path.sock?db=0``. The memory store keeps at most ``max_keys`` keys; keys that behave as new
+    are dropped on their own, and a live counter is never dropped. When the store is full of live keys a new
+    key is let through untracked (``on_full="allow"``) or refused (``on_full="deny"``); ``stats()["store_full"]``
+    counts them.
+
+    On Redis every decision is one ``EVALSHA`` of a Lua script that checks all its limits together and commits
+    only if all pass, on Redis server time, so processes and hosts share exact limits. Keys are
+    ``{key_prefix}{algorithm}:{{key}}:{limit}:{period_us}`` and expire once idle; the ``{key}`` hash tag keeps
+    every rate of a key in one cluster slot. On a cluster, a ``hit_many`` whose keys span slots is checked on
+    every slot and then committed slot by slot: a request is never admitted past a limit, but a race between
+    the check and the commit can charge one slot for a request another refused; a ``key_prefix`` with its own
+    hash tag (``"{rl}:"``) puts every key in one slot and keeps such calls atomic.
+
+    Connecting waits at most ``connect_timeout_ms``, a command at most ``timeout_ms``. When Redis fails or
+    times out, ``on_backend_error`` decides: ``"allow"`` (default), ``"deny"`` (``retry_after`` of at least 1 s)
+    or ``"memory"`` (this process's memory store, same rules). After ``breaker_failures`` failures in a row no
+    call waits on Redis for ``breaker_cooldown_ms``; then one call probes it and reconnects. Each incident is
+    logged once (warning on the ``ferrolimit`` logger, info when Redis answers again) and counted in
+    ``stats()``. No Redis failure raises out of a call. ``deny_cache_size > 0`` remembers that many denied
+    requests in this process until their ``retry_after``, so a blocked client's flood does not reach Redis
+    (a ``reset`` elsewhere is not seen until then).
+
+    Sync methods release the GIL while they wait on Redis; the ``*_async`` methods return awaitables and
+    never block the event loop (in memory they are already done). Create Redis limiters after the process
+    forks (in each worker), not before.
+
+    Pass a ``FakeClock`` as ``clock`` to control time in tests; on Redis its time is then passed to the
+    scripts instead of Redis ``TIME`` (tests only: every process must then share that clock).
     """
 
     def __new__(
@@ -143,6 +170,13 @@ class Limiter:
         clock: FakeClock | None = None,
         max_keys: int = 1_000_000,
         on_full: str = "allow",
+        key_prefix: str = "ferrolimit:",
+        connect_timeout_ms: int = 1_000,
+        timeout_ms: int = 250,
+        on_backend_error: str = "allow",
+        breaker_failures: int = 3,
+        breaker_cooldown_ms: int = 1_000,
+        deny_cache_size: int = 0,
     ) -> Self: ...
     def hit(self, key: str, cost: int = 1) -> Decision:
         """Takes ``cost`` units from every rate of ``key`` if all have room; a denied request takes nothing.
@@ -163,7 +197,24 @@ class Limiter:
     def now(self) -> float:
         """Seconds since the Unix epoch on this limiter's clock."""
     def stats(self) -> dict[str, int]:
-        """``allowed``, ``denied``, ``store_full`` counts since creation, and ``keys`` held now."""
+        """``allowed``, ``denied``, ``store_full`` counts since creation, and ``keys`` held now (in memory).
+        On Redis also ``redis_calls``, ``backend_errors``, ``timeouts``, ``incidents``, ``fallbacks``,
+        ``deny_cache_hits`` and ``breaker_open`` (0 or 1), shared by the limiters on the same server."""
+    def hit_async(self, key: str, cost: int = 1) -> Awaitable[Decision]:
+        """``hit`` as an awaitable; on Redis the event loop runs on while the store answers."""
+    def allow_async(self, key: str, cost: int = 1) -> Awaitable[bool]:
+        """``allow`` as an awaitable."""
+    def test_async(self, key: str, cost: int = 1) -> Awaitable[Decision]:
+        """``test`` as an awaitable."""
+    def peek_async(self, key: str) -> Awaitable[Decision]:
+        """``peek`` as an awaitable."""
+    def hit_many_async(self, limits: Sequence[tuple[str, str | Quota | None]], cost: int = 1) -> Awaitable[Decision]:
+        """``hit_many`` as an awaitable."""
+    def reset_async(self, key: str) -> Awaitable[None]:
+        """``reset`` as an awaitable."""
+    @property
+    def is_remote(self) -> bool:
+        """Whether decisions are made by Redis rather than in this process."""
     @property
     def quota(self) -> Quota: ...
     @property

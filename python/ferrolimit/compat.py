@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 from ferrolimit._core import FakeClock, Limiter, Quota
 
@@ -51,6 +52,52 @@ def _positive_rate(value: object, what: str) -> float:
     return float(value)
 
 
+def redis_url_of(client: Any) -> str:
+    """The storage URL of a redis-py client (``redis.Redis``, ``redis.asyncio.Redis`` or
+    ``redis.cluster.RedisCluster``), read from its connection settings. ferrolimit talks to that server
+    with its own Rust client; the redis-py client itself is never used for commands."""
+    manager = getattr(client, "nodes_manager", None)
+    if manager is not None and callable(getattr(client, "get_primaries", None)):
+        settings: dict[str, Any] = dict(getattr(manager, "connection_kwargs", None) or {})
+        nodes = ",".join(_host_port(node.host, node.port) for node in client.get_primaries())
+        ssl = settings.get("ssl") or _is_ssl(settings.get("connection_class"))
+        return f"{'rediss+cluster' if ssl else 'redis+cluster'}://{_userinfo(settings)}{nodes}"
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", None)
+    if not isinstance(kwargs, dict):
+        raise TypeError(
+            "redis_client must be a redis-py client (redis.Redis, redis.asyncio.Redis or redis.cluster.RedisCluster), "
+            f"not {type(client).__name__}"
+        )
+    db = int(kwargs.get("db") or 0)
+    if kwargs.get("path"):
+        query = f"db={db}"
+        if kwargs.get("username"):
+            query += "&user=" + quote(str(kwargs["username"]), safe="")
+        if kwargs.get("password"):
+            query += "&pass=" + quote(str(kwargs["password"]), safe="")
+        return f"redis+unix://{kwargs['path']}?{query}"
+    host = _host_port(kwargs.get("host") or "localhost", kwargs.get("port") or 6379)
+    if _is_ssl(client.connection_pool.connection_class):
+        insecure = "#insecure" if kwargs.get("ssl_cert_reqs") in ("none", 0) else ""
+        return f"rediss://{_userinfo(kwargs)}{host}/{db}{insecure}"
+    return f"redis://{_userinfo(kwargs)}{host}/{db}"
+
+
+def _is_ssl(connection_class: object) -> bool:
+    return "SSL" in getattr(connection_class, "__name__", "")
+
+
+def _host_port(host: str, port: object) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _userinfo(kwargs: dict[str, Any]) -> str:
+    user, password = kwargs.get("username"), kwargs.get("password")
+    if not user and not password:
+        return ""
+    return quote(str(user or ""), safe="") + (":" + quote(str(password), safe="") if password else "") + "@"
+
+
 class _AdvancedLimiter(Limiter):
     """fastapi-advanced-rate-limiter's constructor and methods over a native `Limiter`."""
 
@@ -78,11 +125,13 @@ class _AdvancedLimiter(Limiter):
             raise ValueError("Scope must be 'user', 'ip', or 'global'")
         if backend not in _BACKENDS:
             raise ValueError("Backend must be 'memory' or 'redis'")
+        storage = "memory://"
         if backend == "redis":
             if redis_client is None:
                 raise ValueError("redis_client is required when backend='redis'")
-            raise NotImplementedError("backend='redis' needs ferrolimit's Redis store, which this version lacks")
-        return super().__new__(cls, Quota.per(whole, whole / rate), cls._algorithm, clock=clock, max_keys=max_keys)
+            storage = redis_url_of(redis_client)
+        quota = Quota.per(whole, whole / rate)
+        return super().__new__(cls, quota, cls._algorithm, storage, clock=clock, max_keys=max_keys)
 
     def __init__(
         self,

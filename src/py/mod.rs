@@ -2,6 +2,9 @@
 
 mod errors;
 mod headers;
+mod remote;
+
+use std::sync::Arc;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
@@ -11,10 +14,11 @@ use crate::decision;
 use crate::limiter::{AlgorithmKind, AnyLimiter};
 use crate::rate::{self, Rate};
 use crate::store::memory::OnFull;
+use crate::store::redis::{Mode, RedisLimiter};
 
 pub use errors::CostExceedsLimitError;
-pub use headers::{denied_body, exceeded_detail, retry_after_s, HeaderRenderer};
 use errors::{Error, Result};
+pub use headers::{denied_body, exceeded_detail, retry_after_s, HeaderRenderer};
 
 const NANOS: f64 = 1e9;
 
@@ -234,19 +238,6 @@ fn make_clock(clock: Option<&Bound<'_, FakeClock>>) -> Clock {
     clock.map_or_else(Clock::monotonic, |fake| Clock::Fake(fake.get().clock.clone()))
 }
 
-fn check_storage(storage: &str) -> Result<()> {
-    let scheme = storage.split_once("://").map_or(storage, |(scheme, _)| scheme);
-    match scheme {
-        "memory" => Ok(()),
-        "redis" | "rediss" | "redis+cluster" | "redis+unix" => Err(Error::Value(format!(
-            "storage {storage:?}: the Redis store is not available in this version yet"
-        ))),
-        _ => Err(Error::Value(format!(
-            "unknown storage {storage:?}; expected 'memory://' (or redis://host:port/db once Redis is supported)"
-        ))),
-    }
-}
-
 fn on_full_of(on_full: &str) -> Result<OnFull> {
     match on_full {
         "allow" => Ok(OnFull::Allow),
@@ -259,14 +250,27 @@ fn on_full_of(on_full: &str) -> Result<OnFull> {
 
 /// A rate limiter: one or more rates, an algorithm and a store.
 #[pyclass(module = "ferrolimit._core", frozen, subclass)]
+#[allow(clippy::struct_field_names)]
 pub struct Limiter {
-    limiter: AnyLimiter,
+    /// The memory store; with Redis, the fallback of `on_backend_error="memory"`.
+    limiter: Arc<AnyLimiter>,
     quota: Quota,
+    remote: Option<Arc<RedisLimiter>>,
 }
 
 impl Limiter {
-    fn decide(&self, key: &str, cost: i64, commit: bool) -> PyResult<Decision> {
+    fn decide(&self, py: Python<'_>, key: &str, cost: i64, commit: bool) -> PyResult<Decision> {
         let cost = positive(cost, "cost")?;
+        if let Some(remote) = &self.remote {
+            let mode = if commit { Mode::Hit } else { Mode::Test };
+            return remote::decide(
+                py,
+                remote,
+                &vec![(key.to_owned(), self.quota.rates.clone())],
+                cost,
+                mode,
+            );
+        }
         let limits = [(key, self.quota.rates.as_slice())];
         let decision = if commit {
             self.limiter.hit(&limits, cost)
@@ -283,7 +287,12 @@ impl Limiter {
 #[pymethods]
 impl Limiter {
     #[new]
-    #[pyo3(signature = (rate, algorithm = "gcra", storage = "memory://", *, clock = None, max_keys = 1_000_000, on_full = "allow"))]
+    #[pyo3(signature = (
+        rate, algorithm = "gcra", storage = "memory://", *, clock = None, max_keys = 1_000_000, on_full = "allow",
+        key_prefix = "ferrolimit:", connect_timeout_ms = 1_000, timeout_ms = 250, on_backend_error = "allow",
+        breaker_failures = 3, breaker_cooldown_ms = 1_000, deny_cache_size = 0,
+    ))]
+    #[allow(clippy::too_many_arguments)]
     fn py_new(
         rate: &Bound<'_, PyAny>,
         algorithm: &str,
@@ -291,6 +300,13 @@ impl Limiter {
         clock: Option<&Bound<'_, FakeClock>>,
         max_keys: i64,
         on_full: &str,
+        key_prefix: &str,
+        connect_timeout_ms: i64,
+        timeout_ms: i64,
+        on_backend_error: &str,
+        breaker_failures: i64,
+        breaker_cooldown_ms: i64,
+        deny_cache_size: i64,
     ) -> PyResult<Self> {
         let rates = quota_of(rate)?;
         let kind = AlgorithmKind::parse(algorithm)
@@ -301,24 +317,38 @@ impl Limiter {
                     AlgorithmKind::NAMES
                 ))
             })?;
-        check_storage(storage)?;
+        remote::is_redis_url(storage)?;
         let max_keys = positive(max_keys, "max_keys")? as usize;
-        let limiter = AnyLimiter::new(kind, make_clock(clock), max_keys, on_full_of(on_full)?);
+        let limiter = Arc::new(AnyLimiter::new(kind, make_clock(clock), max_keys, on_full_of(on_full)?));
+        let settings = remote::RedisSettings {
+            key_prefix,
+            connect_timeout_ms,
+            timeout_ms,
+            on_backend_error,
+            breaker_failures,
+            breaker_cooldown_ms,
+            deny_cache_size,
+        };
+        let remote = remote::open(storage, kind, &settings, &limiter, clock.is_some())?;
         Ok(Limiter {
             limiter,
             quota: Quota { rates },
+            remote,
         })
     }
 
     /// Takes `cost` units from every rate of `key` if all have room; a denied request takes nothing.
     #[pyo3(signature = (key, cost = 1))]
-    fn hit(&self, key: &str, cost: i64) -> PyResult<Decision> {
-        self.decide(key, cost, true)
+    fn hit(&self, py: Python<'_>, key: &str, cost: i64) -> PyResult<Decision> {
+        self.decide(py, key, cost, true)
     }
 
     /// `hit(key, cost).allowed`, without building a Decision.
     #[pyo3(signature = (key, cost = 1))]
-    fn allow(&self, key: &str, cost: i64) -> PyResult<bool> {
+    fn allow(&self, py: Python<'_>, key: &str, cost: i64) -> PyResult<bool> {
+        if self.remote.is_some() {
+            return Ok(self.decide(py, key, cost, true)?.allowed);
+        }
         let cost = positive(cost, "cost")?;
         Ok(self
             .limiter
@@ -329,27 +359,45 @@ impl Limiter {
 
     /// What `hit(key, cost)` would decide now, without taking anything.
     #[pyo3(signature = (key, cost = 1))]
-    fn test(&self, key: &str, cost: i64) -> PyResult<Decision> {
-        self.decide(key, cost, false)
+    fn test(&self, py: Python<'_>, key: &str, cost: i64) -> PyResult<Decision> {
+        self.decide(py, key, cost, false)
     }
 
     /// The key's standing now: units left, time to full reset, and whether one more unit would pass.
-    fn peek(&self, key: &str) -> Decision {
-        Decision::from_core(
+    fn peek(&self, py: Python<'_>, key: &str) -> PyResult<Decision> {
+        if let Some(remote) = &self.remote {
+            return remote::decide(
+                py,
+                remote,
+                &vec![(key.to_owned(), self.quota.rates.clone())],
+                1,
+                Mode::Peek,
+            );
+        }
+        Ok(Decision::from_core(
             self.limiter.peek(&[(key, self.quota.rates.as_slice())]),
             self.limiter.now_ns(),
-        )
+        ))
     }
 
     /// Forgets `key`: its next request is treated as its first.
-    fn reset(&self, key: &str) {
+    fn reset(&self, py: Python<'_>, key: &str) {
+        if let Some(remote) = &self.remote {
+            remote::reset(py, remote, key, &self.quota.rates);
+            return;
+        }
         self.limiter.reset(key, &self.quota.rates);
     }
 
     /// Checks several (key, rate) limits as one request: all are charged only if all pass.
     /// A rate of `None` means this limiter's own rates.
     #[pyo3(signature = (limits, cost = 1))]
-    fn hit_many(&self, limits: Vec<(String, Option<Bound<'_, PyAny>>)>, cost: i64) -> PyResult<Decision> {
+    fn hit_many(
+        &self,
+        py: Python<'_>,
+        limits: Vec<(String, Option<Bound<'_, PyAny>>)>,
+        cost: i64,
+    ) -> PyResult<Decision> {
         let cost = positive(cost, "cost")?;
         if limits.is_empty() {
             return Err(Error::Value("hit_many needs at least one (key, rate) pair".to_owned()).into());
@@ -363,6 +411,9 @@ impl Limiter {
                 ))
             })
             .collect::<PyResult<_>>()?;
+        if let Some(remote) = &self.remote {
+            return remote::decide(py, remote, &parsed, cost, Mode::Hit);
+        }
         let borrowed: Vec<(&str, &[Rate])> = parsed
             .iter()
             .map(|(key, rates)| (key.as_str(), rates.as_slice()))
@@ -389,6 +440,9 @@ impl Limiter {
         stats.set_item("denied", denied)?;
         stats.set_item("store_full", overflowed)?;
         stats.set_item("keys", self.limiter.len())?;
+        if let Some(remote) = &self.remote {
+            remote::add_stats(remote, &stats)?;
+        }
         Ok(stats)
     }
 

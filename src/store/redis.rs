@@ -75,10 +75,10 @@ pub struct ConnectOptions {
 impl Default for ConnectOptions {
     fn default() -> Self {
         ConnectOptions {
-            connect_timeout: Duration::from_millis(1_000),
+            connect_timeout: Duration::from_secs(1),
             timeout: Duration::from_millis(250),
             breaker_failures: 3,
-            breaker_cooldown: Duration::from_millis(1_000),
+            breaker_cooldown: Duration::from_secs(1),
         }
     }
 }
@@ -99,8 +99,8 @@ impl std::error::Error for UrlError {}
 pub type LogFn = Arc<dyn Fn(bool, &str) + Send + Sync>;
 
 enum Target {
-    Single(Client),
-    Cluster(ClusterClient),
+    Single(Box<Client>),
+    Cluster(Box<ClusterClient>),
 }
 
 #[derive(Clone)]
@@ -137,7 +137,7 @@ fn parse_target(url: &str, options: &ConnectOptions) -> Result<Target, UrlError>
                 .map_err(|error| UrlError(format!("storage {shown:?} is not a usable Redis URL ({error})")))?;
             let client = Client::open(info)
                 .map_err(|error| UrlError(format!("storage {shown:?} is not a usable Redis URL ({error})")))?;
-            return Ok(Target::Single(client));
+            return Ok(Target::Single(Box::new(client)));
         }
         "redis+cluster" => "redis",
         "rediss+cluster" => "rediss",
@@ -158,7 +158,10 @@ fn parse_target(url: &str, options: &ConnectOptions) -> Result<Target, UrlError>
     let mut infos = Vec::with_capacity(nodes.len());
     for node in &nodes {
         infos.push(node.as_str().into_connection_info().map_err(|error| {
-            UrlError(format!("storage {shown:?}: node {:?} is not usable ({error})", redacted(node)))
+            UrlError(format!(
+                "storage {shown:?}: node {:?} is not usable ({error})",
+                redacted(node)
+            ))
         })?);
     }
     ClusterClient::builder(infos)
@@ -168,7 +171,7 @@ fn parse_target(url: &str, options: &ConnectOptions) -> Result<Target, UrlError>
         .min_retry_wait(10)
         .max_retry_wait(100)
         .build()
-        .map(Target::Cluster)
+        .map(|client| Target::Cluster(Box::new(client)))
         .map_err(|error| UrlError(format!("storage {shown:?} is not a usable cluster URL ({error})")))
 }
 
@@ -352,7 +355,7 @@ impl RedisStore {
                         .set_response_timeout(Some(self.options.timeout))
                         .set_number_of_retries(1)
                         .set_max_delay(Duration::from_millis(100));
-                    ConnectionManager::new_with_config(client.clone(), config)
+                    ConnectionManager::new_with_config(Client::clone(client), config)
                         .await
                         .map(Conn::Single)
                 }
@@ -430,7 +433,11 @@ pub fn cluster_slot(key: &str) -> u16 {
     for &byte in tagged {
         crc ^= u16::from(byte) << 8;
         for _ in 0..8 {
-            crc = if crc & 0x8000 == 0 { crc << 1 } else { (crc << 1) ^ 0x1021 };
+            crc = if crc & 0x8000 == 0 {
+                crc << 1
+            } else {
+                (crc << 1) ^ 0x1021
+            };
         }
     }
     crc % 16_384
@@ -509,7 +516,12 @@ struct Limit {
 }
 
 impl RedisLimiter {
-    pub fn new(store: Arc<RedisStore>, kind: AlgorithmKind, options: LimiterOptions, fallback: Arc<AnyLimiter>) -> Self {
+    pub fn new(
+        store: Arc<RedisStore>,
+        kind: AlgorithmKind,
+        options: LimiterOptions,
+        fallback: Arc<AnyLimiter>,
+    ) -> Self {
         assert!(kind != AlgorithmKind::Concurrency, "no Redis script for concurrency");
         RedisLimiter {
             store,
@@ -533,7 +545,10 @@ impl RedisLimiter {
 
     /// (allowed, denied) decided by this limiter, fallbacks included.
     pub fn counts(&self) -> (u64, u64) {
-        (self.allowed.load(Ordering::Relaxed), self.denied.load(Ordering::Relaxed))
+        (
+            self.allowed.load(Ordering::Relaxed),
+            self.denied.load(Ordering::Relaxed),
+        )
     }
 
     /// The Redis key of `key` under `rate`.
@@ -568,12 +583,7 @@ impl RedisLimiter {
 
     /// Decides `limits` (checks them; commits if `mode` is `Hit` and all pass). A Redis failure is decided
     /// by the policy, never returned as an error; only a cost no limit could ever admit is.
-    pub async fn decide(
-        &self,
-        limits: &[(&str, &[Rate])],
-        cost: u64,
-        mode: Mode,
-    ) -> Result<Outcome, CostExceedsLimit> {
+    pub async fn decide(&self, limits: &[(&str, &[Rate])], cost: u64, mode: Mode) -> Result<Outcome, CostExceedsLimit> {
         if mode != Mode::Peek {
             for (_, rates) in limits {
                 if let Some(&rate) = rates.iter().find(|rate| rate.limit() < cost) {
@@ -607,7 +617,11 @@ impl RedisLimiter {
             }
         };
         if mode == Mode::Hit {
-            let counter = if outcome.decision.allowed { &self.allowed } else { &self.denied };
+            let counter = if outcome.decision.allowed {
+                &self.allowed
+            } else {
+                &self.denied
+            };
             counter.fetch_add(1, Ordering::Relaxed);
         }
         if let (Some(key), Source::Redis) = (cache_key, outcome.source) {
@@ -684,7 +698,12 @@ impl RedisLimiter {
             if slots.len() > 1 {
                 let groups: Vec<Vec<&Limit>> = slots
                     .iter()
-                    .map(|&slot| limits.iter().filter(|limit| cluster_slot(&limit.name) == slot).collect())
+                    .map(|&slot| {
+                        limits
+                            .iter()
+                            .filter(|limit| cluster_slot(&limit.name) == slot)
+                            .collect()
+                    })
                     .collect();
                 return self.run_across_slots(&groups, cost, mode).await;
             }
@@ -835,7 +854,11 @@ mod tests {
         assert_eq!(cluster_slot("123456789"), 12_739);
         assert_eq!(cluster_slot("a:{user:1}:x"), cluster_slot("b:{user:1}:y"));
         assert_eq!(cluster_slot("{}x"), cluster_slot("{}x"));
-        assert_ne!(cluster_slot("{}x"), cluster_slot("{}y"), "an empty tag hashes the whole key");
+        assert_ne!(
+            cluster_slot("{}x"),
+            cluster_slot("{}y"),
+            "an empty tag hashes the whole key"
+        );
     }
 
     #[test]
@@ -844,7 +867,12 @@ mod tests {
         assert!(parse_target("rediss://user:secret@localhost:6380", &options()).is_ok());
         assert!(parse_target("redis+unix:///run/redis.sock", &options()).is_ok());
         assert!(parse_target("redis+cluster://127.0.0.1:7000,127.0.0.1:7001", &options()).is_ok());
-        for bad in ["redis+cluster://", "mongodb://x", "redis//x", "redis+cluster://:secret@"] {
+        for bad in [
+            "redis+cluster://",
+            "mongodb://x",
+            "redis//x",
+            "redis+cluster://:secret@",
+        ] {
             let Err(error) = parse_target(bad, &options()) else {
                 panic!("{bad} was accepted");
             };

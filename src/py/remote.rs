@@ -1,0 +1,316 @@
+//! `Limiter` on Redis: construction from a storage URL, sync calls that release the GIL while they wait,
+//! and the `*_async` methods, which return awaitables (tokio futures through pyo3-async-runtimes on Redis,
+//! an already-finished awaitable in memory).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pyo3::exceptions::PyStopIteration;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use super::errors::{Error, Result};
+use super::{positive, quota_of, Decision, Limiter};
+use crate::limiter::{AlgorithmKind, AnyLimiter};
+use crate::rate::Rate;
+use crate::store::redis::{ConnectOptions, LimiterOptions, LogFn, Mode, OnBackendError, RedisLimiter, RedisStore};
+
+/// Whether `storage` names Redis (`true`) or memory (`false`); any other scheme is refused.
+pub(super) fn is_redis_url(storage: &str) -> Result<bool> {
+    let scheme = storage.split_once("://").map_or(storage, |(scheme, _)| scheme);
+    match scheme {
+        "memory" => Ok(false),
+        "redis" | "rediss" | "redis+cluster" | "rediss+cluster" | "redis+unix" | "unix" => Ok(true),
+        _ => Err(Error::Value(format!(
+            "unknown storage {storage:?}; expected 'memory://' or a Redis URL such as 'redis://localhost:6379/0', \
+             'rediss://host:6380', 'redis+cluster://h1:7000,h2:7000' or 'redis+unix:///run/redis.sock'"
+        ))),
+    }
+}
+
+/// The keyword arguments of `Limiter` that configure Redis.
+pub(super) struct RedisSettings<'a> {
+    pub key_prefix: &'a str,
+    pub connect_timeout_ms: i64,
+    pub timeout_ms: i64,
+    pub on_backend_error: &'a str,
+    pub breaker_failures: i64,
+    pub breaker_cooldown_ms: i64,
+    pub deny_cache_size: i64,
+}
+
+fn millis(value: i64, what: &str) -> Result<Duration> {
+    Ok(Duration::from_millis(positive(value, what)?))
+}
+
+/// Lines go to the `ferrolimit` logger: warnings when Redis fails, info when it answers again.
+fn python_log() -> LogFn {
+    Arc::new(|warning, message| {
+        Python::attach(|py| {
+            let logged = py
+                .import("logging")
+                .and_then(|logging| logging.call_method1("getLogger", ("ferrolimit",)))
+                .and_then(|logger| logger.call_method1(if warning { "warning" } else { "info" }, (message,)));
+            if let Err(error) = logged {
+                error.write_unraisable(py, None);
+            }
+        });
+    })
+}
+
+/// Validates the settings (always, so a typo fails even with memory storage) and opens the Redis limiter
+/// when `storage` is a Redis URL.
+pub(super) fn open(
+    storage: &str,
+    kind: AlgorithmKind,
+    settings: &RedisSettings<'_>,
+    fallback: &Arc<AnyLimiter>,
+    use_local_clock: bool,
+) -> Result<Option<Arc<RedisLimiter>>> {
+    let on_backend_error = OnBackendError::parse(settings.on_backend_error).ok_or_else(|| {
+        Error::Value(format!(
+            "on_backend_error must be 'allow', 'deny' or 'memory', got {:?}",
+            settings.on_backend_error
+        ))
+    })?;
+    let connect = ConnectOptions {
+        connect_timeout: millis(settings.connect_timeout_ms, "connect_timeout_ms")?,
+        timeout: millis(settings.timeout_ms, "timeout_ms")?,
+        breaker_failures: u32::try_from(positive(settings.breaker_failures, "breaker_failures")?).unwrap_or(u32::MAX),
+        breaker_cooldown: millis(settings.breaker_cooldown_ms, "breaker_cooldown_ms")?,
+    };
+    let deny_cache_size = usize::try_from(settings.deny_cache_size).map_err(|_| {
+        Error::Value(format!(
+            "deny_cache_size must be 0 or more, got {}",
+            settings.deny_cache_size
+        ))
+    })?;
+    if !is_redis_url(storage)? {
+        return Ok(None);
+    }
+    let store = RedisStore::shared(storage, &connect, python_log()).map_err(|error| Error::Value(error.to_string()))?;
+    let options = LimiterOptions {
+        key_prefix: settings.key_prefix.to_owned(),
+        on_backend_error,
+        deny_cache_size,
+        use_local_clock,
+    };
+    Ok(Some(Arc::new(RedisLimiter::new(
+        store,
+        kind,
+        options,
+        Arc::clone(fallback),
+    ))))
+}
+
+type Limits = Vec<(String, Vec<Rate>)>;
+
+fn borrowed(limits: &Limits) -> Vec<(&str, &[Rate])> {
+    limits
+        .iter()
+        .map(|(key, rates)| (key.as_str(), rates.as_slice()))
+        .collect()
+}
+
+/// Decides on Redis, releasing the GIL while waiting.
+pub(super) fn decide(
+    py: Python<'_>,
+    remote: &Arc<RedisLimiter>,
+    limits: &Limits,
+    cost: u64,
+    mode: Mode,
+) -> PyResult<Decision> {
+    let outcome =
+        py.detach(|| pyo3_async_runtimes::tokio::get_runtime().block_on(remote.decide(&borrowed(limits), cost, mode)));
+    let outcome = outcome.map_err(Error::from)?;
+    Ok(Decision::from_core(outcome.decision, outcome.now_ns))
+}
+
+fn decide_later<'py>(
+    py: Python<'py>,
+    remote: &Arc<RedisLimiter>,
+    limits: Limits,
+    cost: u64,
+    mode: Mode,
+    as_bool: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    let remote = Arc::clone(remote);
+    pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        let outcome = remote
+            .decide(&borrowed(&limits), cost, mode)
+            .await
+            .map_err(Error::from)?;
+        Python::attach(|py| {
+            if as_bool {
+                Ok(outcome
+                    .decision
+                    .allowed
+                    .into_pyobject(py)?
+                    .to_owned()
+                    .into_any()
+                    .unbind())
+            } else {
+                Ok(Py::new(py, Decision::from_core(outcome.decision, outcome.now_ns))?.into_any())
+            }
+        })
+    })
+}
+
+pub(super) fn reset(py: Python<'_>, remote: &Arc<RedisLimiter>, key: &str, rates: &[Rate]) {
+    py.detach(|| pyo3_async_runtimes::tokio::get_runtime().block_on(remote.reset(key, rates)));
+}
+
+/// Adds the Redis counts to `stats()`; `allowed` and `denied` count every decision, fallbacks included.
+pub(super) fn add_stats(remote: &RedisLimiter, stats: &Bound<'_, PyDict>) -> PyResult<()> {
+    let (allowed, denied) = remote.counts();
+    stats.set_item("allowed", allowed)?;
+    stats.set_item("denied", denied)?;
+    let counts = remote.store().counts();
+    let load = |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
+    stats.set_item("redis_calls", load(&counts.redis_calls))?;
+    stats.set_item("backend_errors", load(&counts.backend_errors))?;
+    stats.set_item("timeouts", load(&counts.timeouts))?;
+    stats.set_item("incidents", load(&counts.incidents))?;
+    stats.set_item("fallbacks", load(&counts.fallbacks))?;
+    stats.set_item("deny_cache_hits", load(&counts.deny_cache_hits))?;
+    stats.set_item("breaker_open", u64::from(remote.store().breaker_open()))?;
+    Ok(())
+}
+
+/// An awaitable whose result is already known: `await` returns it without a trip through the event loop.
+#[pyclass(module = "ferrolimit._core", frozen)]
+pub struct Ready {
+    value: Py<PyAny>,
+}
+
+#[pymethods]
+impl Ready {
+    fn __await__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<()> {
+        Err(PyStopIteration::new_err((self.value.clone_ref(py),)))
+    }
+
+    fn send(&self, py: Python<'_>, _value: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.__next__(py)
+    }
+
+    #[allow(clippy::unused_self)]
+    fn close(&self) {}
+}
+
+fn ready<'py>(py: Python<'py>, value: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    Ok(Bound::new(py, Ready { value: value.unbind() })?.into_any())
+}
+
+impl Limiter {
+    fn own_limits(&self, key: String) -> Limits {
+        vec![(key, self.quota.rates.clone())]
+    }
+
+    fn parse_limits(&self, limits: Vec<(String, Option<Bound<'_, PyAny>>)>) -> PyResult<Limits> {
+        if limits.is_empty() {
+            return Err(Error::Value("hit_many needs at least one (key, rate) pair".to_owned()).into());
+        }
+        limits
+            .into_iter()
+            .map(|(key, rate)| {
+                Ok((
+                    key,
+                    rate.map_or_else(|| Ok(self.quota.rates.clone()), |rate| quota_of(&rate))?,
+                ))
+            })
+            .collect()
+    }
+
+    fn decide_async<'py>(
+        &self,
+        py: Python<'py>,
+        limits: Limits,
+        cost: i64,
+        mode: Mode,
+        as_bool: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let cost = if mode == Mode::Peek { 1 } else { positive(cost, "cost")? };
+        if let Some(remote) = &self.remote {
+            return decide_later(py, remote, limits, cost, mode, as_bool);
+        }
+        let limits = borrowed(&limits);
+        let decision = match mode {
+            Mode::Hit => self.limiter.hit(&limits, cost).map_err(Error::from)?,
+            Mode::Test => self.limiter.test(&limits, cost).map_err(Error::from)?,
+            Mode::Peek => self.limiter.peek(&limits),
+        };
+        if as_bool {
+            return ready(py, decision.allowed.into_pyobject(py)?.to_owned().into_any());
+        }
+        ready(
+            py,
+            Bound::new(py, Decision::from_core(decision, self.limiter.now_ns()))?.into_any(),
+        )
+    }
+}
+
+#[pymethods]
+impl Limiter {
+    /// Whether decisions are made by a remote store (Redis) rather than in this process.
+    #[getter]
+    fn is_remote(&self) -> bool {
+        self.remote.is_some()
+    }
+
+    /// `hit` as an awaitable: on Redis the event loop stays free while the store answers.
+    #[pyo3(signature = (key, cost = 1))]
+    fn hit_async<'py>(&self, py: Python<'py>, key: String, cost: i64) -> PyResult<Bound<'py, PyAny>> {
+        self.decide_async(py, self.own_limits(key), cost, Mode::Hit, false)
+    }
+
+    /// `allow` as an awaitable.
+    #[pyo3(signature = (key, cost = 1))]
+    fn allow_async<'py>(&self, py: Python<'py>, key: String, cost: i64) -> PyResult<Bound<'py, PyAny>> {
+        self.decide_async(py, self.own_limits(key), cost, Mode::Hit, true)
+    }
+
+    /// `test` as an awaitable.
+    #[pyo3(signature = (key, cost = 1))]
+    fn test_async<'py>(&self, py: Python<'py>, key: String, cost: i64) -> PyResult<Bound<'py, PyAny>> {
+        self.decide_async(py, self.own_limits(key), cost, Mode::Test, false)
+    }
+
+    /// `peek` as an awaitable.
+    fn peek_async<'py>(&self, py: Python<'py>, key: String) -> PyResult<Bound<'py, PyAny>> {
+        self.decide_async(py, self.own_limits(key), 1, Mode::Peek, false)
+    }
+
+    /// `hit_many` as an awaitable.
+    #[pyo3(signature = (limits, cost = 1))]
+    fn hit_many_async<'py>(
+        &self,
+        py: Python<'py>,
+        limits: Vec<(String, Option<Bound<'py, PyAny>>)>,
+        cost: i64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let limits = self.parse_limits(limits)?;
+        self.decide_async(py, limits, cost, Mode::Hit, false)
+    }
+
+    /// `reset` as an awaitable.
+    fn reset_async<'py>(&self, py: Python<'py>, key: String) -> PyResult<Bound<'py, PyAny>> {
+        let Some(remote) = &self.remote else {
+            self.limiter.reset(&key, &self.quota.rates);
+            return ready(py, py.None().into_bound(py));
+        };
+        let remote = Arc::clone(remote);
+        let rates = self.quota.rates.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            remote.reset(&key, &rates).await;
+            Ok(())
+        })
+    }
+}
