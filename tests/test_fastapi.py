@@ -68,7 +68,9 @@ def test_burst_exact_headers_and_refill(algorithm: str, clock: FakeClock) -> Non
     expected, retry_after = EXPECTED_BURST[algorithm]
     responses = [client.get("/items") for _ in range(4)]
     assert [r.status_code for r in responses] == [200, 200, 200, 429]
-    assert [(int(r.headers["x-ratelimit-remaining"]), int(r.headers["x-ratelimit-reset"])) for r in responses] == expected
+    assert [
+        (int(r.headers["x-ratelimit-remaining"]), int(r.headers["x-ratelimit-reset"])) for r in responses
+    ] == expected
     assert all(r.headers["x-ratelimit-limit"] == "3" for r in responses)
     assert all("retry-after" not in r.headers for r in responses[:3]), "Retry-After only on 429"
     denied = responses[3]
@@ -515,7 +517,8 @@ def test_algorithm_names_map_to_the_core() -> None:
     for algorithm, native in expected.items():
         assert FastLimit(algorithm=algorithm).limiter.algorithm == native
     assert FastLimit(algorithm="token_bucket").limiter.algorithm == "token_bucket"
-    assert Algorithm.SLIDING_WINDOW == "sliding_window" and str(Algorithm.GCRA) == "gcra"
+    assert Algorithm.SLIDING_WINDOW.value == "sliding_window" and str(Algorithm.GCRA) == "gcra"
+    assert Algorithm("token_bucket") is Algorithm.TOKEN_BUCKET
     with pytest.raises(ValueError, match='unknown algorithm "tokenbucket"'):
         FastLimit(algorithm="tokenbucket")
 
@@ -537,7 +540,7 @@ def test_configuration_errors_name_the_problem() -> None:
         FastLimit(headers=HeaderConfig(limit="Bad Name"))
     with pytest.raises(ValueError, match="'nonsense' is not an IP address or network"):
         FastLimit(exempt_ips={"nonsense"})
-    with pytest.raises(TypeError, match="backend must be a ferrolimit.Limiter"):
+    with pytest.raises(TypeError, match=r"backend must be a ferrolimit\.Limiter"):
         FastLimit(backend=object())  # type: ignore[arg-type]
 
 

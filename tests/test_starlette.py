@@ -1,0 +1,259 @@
+"""The pure ASGI middleware on Starlette apps: headers, per-path rules, streaming, WebSockets, on a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.testclient import TestClient, WebSocketDenialResponse
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from ferrolimit import FakeClock, HeaderConfig, RateLimitExceeded, RateLimitMiddleware, WebSocketRateLimit
+from tests.conftest import TIME_ALGORITHMS
+
+T0 = 1_700_000_040
+
+
+async def hello(request: Request) -> Response:
+    return PlainTextResponse("hello")
+
+
+async def fail(request: Request) -> Response:
+    return PlainTextResponse("broken", status_code=500)
+
+
+async def stream(request: Request) -> Response:
+    async def chunks() -> AsyncIterator[bytes]:
+        for chunk in (b"one ", b"two ", b"three"):
+            yield chunk
+
+    return StreamingResponse(chunks(), media_type="text/plain")
+
+
+async def echo(websocket: WebSocket) -> None:
+    await websocket.accept()
+    await websocket.send_text(await websocket.receive_text())
+    await websocket.close()
+
+
+ROUTES = [
+    Route("/", hello),
+    Route("/login", hello, methods=["GET", "POST"]),
+    Route("/api/{rest:path}", hello),
+    Route("/users/{user_id}", hello),
+    Route("/health", hello),
+    Route("/fail", fail),
+    Route("/stream", stream),
+    WebSocketRoute("/ws", echo),
+]
+
+
+def app_with(**options: object) -> tuple[TestClient, RateLimitMiddleware]:
+    middleware = RateLimitMiddleware(Starlette(routes=ROUTES), **options)  # type: ignore[arg-type]
+    return TestClient(middleware), middleware
+
+
+def rate_headers(response: object) -> dict[str, str]:
+    headers = response.headers  # type: ignore[attr-defined]
+    return {k: v for k, v in headers.items() if "ratelimit" in k or k == "retry-after"}
+
+
+@pytest.mark.parametrize("algorithm", TIME_ALGORITHMS)
+def test_tutorial_behaviour_headers_on_every_response_then_429(algorithm: str, clock: FakeClock) -> None:
+    client, _ = app_with(limit="3/min", algorithm=algorithm, clock=clock)
+    paths = ["/", "/fail", "/users/1", "/"]
+    responses = [client.get(path) for path in paths]
+    assert [r.status_code for r in responses] == [200, 500, 200, 429]
+    assert [r.headers["x-ratelimit-remaining"] for r in responses] == ["2", "1", "0", "0"]
+    assert all(r.headers["x-ratelimit-limit"] == "3" for r in responses)
+    assert [r.headers.get("retry-after") for r in responses[:3]] == [None, None, None]
+    denied = responses[3]
+    retry_after = int(denied.headers["retry-after"])
+    assert retry_after >= 1
+    assert denied.json() == {"detail": "Rate limit exceeded: 3 per 1 minute", "retry_after": retry_after}
+    clock.advance(retry_after)
+    assert client.get("/").status_code == 200
+
+
+def test_exact_values_of_a_token_bucket(clock: FakeClock) -> None:
+    # The tutorial's RateLimiterStore(max_tokens=10, refill_rate=2, interval=1.0) is "10/5s" as a bucket.
+    client, _ = app_with(limit="10/5s", algorithm="token_bucket", clock=clock)
+    responses = [client.get("/") for _ in range(11)]
+    assert [r.status_code for r in responses] == [200] * 10 + [429]
+    assert rate_headers(responses[0]) == {
+        "x-ratelimit-limit": "10",
+        "x-ratelimit-remaining": "9",
+        "x-ratelimit-reset": str(T0 + 1),
+    }
+    assert rate_headers(responses[10]) == {
+        "x-ratelimit-limit": "10",
+        "x-ratelimit-remaining": "0",
+        "x-ratelimit-reset": str(T0 + 5),
+        "retry-after": "1",
+    }
+    clock.advance(0.5)
+    assert client.get("/").headers["x-ratelimit-remaining"] == "0"
+    assert client.get("/").status_code == 429
+
+
+def test_path_rules_add_to_the_app_limit_and_none_exempts(clock: FakeClock) -> None:
+    rules = {"/login": "2/min", "/api/*": "3/min", "/users/{user_id}": "1/min", "/health": None}
+    client, middleware = app_with(limit="100/min", rules=rules, clock=clock)
+    assert [client.post("/login").status_code for _ in range(3)] == [200, 200, 429]
+    assert client.get("/login").headers["x-ratelimit-limit"] == "2", "the same rule for every method"
+    assert [client.get(f"/api/v1/thing/{n}").status_code for n in range(4)] == [200, 200, 200, 429]
+    assert [client.get(f"/users/{n}").status_code for n in range(2)] == [200, 429], "a template, not the path"
+    health = [client.get("/health") for _ in range(200)]
+    assert {r.status_code for r in health} == {200} and "x-ratelimit-limit" not in health[0].headers
+    home = client.get("/")
+    # The app-wide limit was charged by the 6 allowed requests and this one; refused and exempt ones took nothing.
+    assert (home.headers["x-ratelimit-limit"], home.headers["x-ratelimit-remaining"]) == ("100", "93")
+    assert middleware.stats()["/login"] == {"allowed": 2, "limited": 2, "dry_run_limited": 0}
+
+
+def test_streaming_responses_pass_through_untouched(clock: FakeClock) -> None:
+    client, _ = app_with(limit="5/min", clock=clock)
+    with client.stream("GET", "/stream") as response:
+        assert response.headers["x-ratelimit-remaining"] == "4"
+        assert list(response.iter_bytes()) == [b"one ", b"two ", b"three"]
+
+
+def test_websocket_connections_are_refused_before_accept(clock: FakeClock) -> None:
+    client, _ = app_with(limit="2/min", clock=clock)
+    for _ in range(2):
+        with client.websocket_connect("/ws") as websocket:
+            websocket.send_text("ping")
+            assert websocket.receive_text() == "ping"
+    with pytest.raises(WebSocketDenialResponse) as refused:
+        with client.websocket_connect("/ws"):
+            pass
+    denial = refused.value
+    assert denial.status_code == 429
+    assert denial.headers["retry-after"] == "30"
+    assert denial.json() == {"detail": "Rate limit exceeded: 2 per 1 minute", "retry_after": 30}
+
+
+def test_websocket_without_the_http_response_extension_is_closed_1008(clock: FakeClock) -> None:
+    async def never(scope: Scope, receive: Receive, send: Send) -> None:
+        raise AssertionError("a refused connection must not reach the app")
+
+    middleware = RateLimitMiddleware(never, limit="1/min", clock=clock)
+    middleware.limiter.hit_many([("ferrolimit:default:198.51.100.1", "1/min")])
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {"type": "websocket", "path": "/ws", "headers": [], "client": ("198.51.100.1", 1)}
+    asyncio.run(middleware(scope, receive, send))  # type: ignore[arg-type]
+    assert sent == [{"type": "websocket.close", "code": 1008, "reason": "Rate limit exceeded: 1 per 1 minute"}]
+
+
+def test_websocket_message_helper(clock: FakeClock) -> None:
+    per_client = WebSocketRateLimit("2/min", clock=clock)
+
+    async def chat(websocket: WebSocket) -> None:
+        await websocket.accept()
+        while True:
+            try:
+                text = await websocket.receive_text()
+            except WebSocketDisconnect:
+                return
+            decision = await per_client.hit(websocket)
+            if decision.allowed:
+                await websocket.send_json({"echo": text, "remaining": decision.remaining})
+            else:
+                await websocket.send_json({"error": "slow down", "retry_after": decision.retry_after})
+
+    client = TestClient(Starlette(routes=[WebSocketRoute("/chat", chat)]))
+    with client.websocket_connect("/chat") as websocket:
+        replies = []
+        for text in ["a", "b", "c"]:
+            websocket.send_text(text)
+            replies.append(websocket.receive_json())
+    assert replies == [
+        {"echo": "a", "remaining": 1},
+        {"echo": "b", "remaining": 0},
+        {"error": "slow down", "retry_after": 30.0},
+    ]
+    assert per_client.engine.stats() == {"websocket": {"allowed": 2, "limited": 1, "dry_run_limited": 0}}
+
+
+def test_error_handler_exempt_ips_and_key_function(clock: FakeClock) -> None:
+    async def handler(request: Request, exc: RateLimitExceeded) -> Response:
+        return JSONResponse({"error": exc.detail, "wait": exc.retry_after}, status_code=429)
+
+    def by_api_key(connection: HTTPConnection) -> str | None:
+        return connection.headers.get("x-api-key")
+
+    _, middleware = app_with(limit="1/min", error_handler=handler, exempt_ips=["10.0.0.0/8", "::1"], clock=clock)
+    for address in ["10.1.2.3", "::1"]:
+        exempt = TestClient(middleware, client=(address, 1))
+        assert {exempt.get("/").status_code for _ in range(3)} == {200}
+        assert "x-ratelimit-limit" not in exempt.get("/").headers
+    assert [TestClient(middleware, client=("11.0.0.1", 1)).get("/").status_code for _ in range(2)] == [200, 429]
+
+    client, _ = app_with(limit="1/min", error_handler=handler, key=by_api_key, clock=clock)
+    assert client.get("/", headers={"x-api-key": "a"}).status_code == 200
+    denied = client.get("/", headers={"x-api-key": "a"})
+    assert denied.json() == {"error": "Rate limit exceeded: 1 per 1 minute", "wait": 60}
+    assert denied.headers["retry-after"] == "60" and denied.headers["x-ratelimit-limit"] == "1"
+    assert client.get("/", headers={"x-api-key": "b"}).status_code == 200
+
+
+def test_dry_run_counts_and_logs_without_refusing(clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+    client, middleware = app_with(limit="1/min", dry_run=True, clock=clock)
+    with caplog.at_level(logging.WARNING, logger="ferrolimit"):
+        statuses = [client.get("/").status_code for _ in range(3)]
+    assert statuses == [200, 200, 200]
+    assert middleware.stats() == {"default": {"allowed": 1, "limited": 0, "dry_run_limited": 2}}
+    assert sum("[dry run]: would have limited 'default'" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_ietf_fields_name_the_binding_rule(clock: FakeClock) -> None:
+    client, _ = app_with(limit="10/min", rules={"/login": "2/min"}, headers=HeaderConfig(ietf=True), clock=clock)
+    assert client.get("/").headers["ratelimit-policy"] == '"default";q=10;w=60'
+    login = client.get("/login")
+    assert (login.headers["ratelimit-policy"], login.headers["ratelimit"]) == ('"/login";q=2;w=60', '"/login";r=1;t=30')
+
+
+def test_lifespan_and_other_scopes_pass_through(clock: FakeClock) -> None:
+    seen: list[str] = []
+
+    async def inner(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append(scope["type"])
+
+    middleware = RateLimitMiddleware(inner, limit="1/min", clock=clock)
+
+    async def nothing() -> dict[str, object]:
+        return {}
+
+    async def discard(message: object) -> None:
+        return None
+
+    asyncio.run(middleware({"type": "lifespan"}, nothing, discard))
+    assert seen == ["lifespan"]
+
+
+def test_configuration_errors() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        return None
+
+    with pytest.raises(ValueError, match="must start with '/'"):
+        RateLimitMiddleware(app, rules={"login": "1/min"})
+    with pytest.raises(ValueError, match="invalid rate"):
+        RateLimitMiddleware(app, limit="lots")
+    with pytest.raises(ValueError, match="a cost of 5 can never pass 2 per 1 minute"):
+        RateLimitMiddleware(app, limit="10/min", rules={"/login": "2/min"}, cost=5)
+    with pytest.raises(TypeError, match="limiter must be a FastLimit"):
+        RateLimitMiddleware(app, limiter=object())  # type: ignore[arg-type]
