@@ -1,0 +1,251 @@
+"""The Redis store against real redis-server processes: server time, one EVALSHA per decision, key expiry,
+exactness across processes, a free event loop, the redis-py client of the compat classes, the deny cache.
+
+The algorithm suite itself runs on Redis and on a cluster through ``make_limiter`` in test_limiter.py."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from ferrolimit import FakeClock, Limiter, Quota, TokenBucketLimiter
+from tests.conftest import TIME_ALGORITHMS
+from tests.redis_server import RedisCluster, RedisServer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# Commands the scripts run inside Redis; INFO commandstats counts them too.
+INSIDE_SCRIPTS = {"time", "get", "set", "del", "hmget", "hset", "pexpire", "llen", "lindex", "ltrim", "rpush"}
+
+
+def client_commands(server: RedisServer) -> dict[str, int]:
+    """Commands clients sent since the last CONFIG RESETSTAT (the test's own INFO and RESETSTAT aside)."""
+    calls = server.command_calls()
+    return {name: count for name, count in calls.items() if name not in INSIDE_SCRIPTS | {"info", "config|resetstat"}}
+
+
+def prefix() -> str:
+    return f"r-{uuid.uuid4().hex[:12]}:"
+
+
+@pytest.mark.parametrize("algorithm", TIME_ALGORITHMS)
+def test_decisions_run_on_redis_server_time(algorithm: str, redis_server: RedisServer) -> None:
+    limiter = Limiter("10/min", algorithm, redis_server.url, key_prefix=prefix())
+    assert limiter.is_remote and not Limiter("10/min").is_remote
+    decisions = [limiter.hit("k") for _ in range(11)]
+    assert [d.allowed for d in decisions] == [True] * 10 + [False]
+    assert [d.remaining for d in decisions[:10]] == list(range(9, -1, -1))
+    denied = decisions[-1]
+    assert 0 < denied.retry_after <= 60 and 0 < denied.reset_after <= 120
+    server_now = int(redis_server.command("TIME")[0])
+    assert abs(denied.reset_at - denied.reset_after - server_now) < 2, "times are on the server's clock"
+    stats = limiter.stats()
+    assert (stats["allowed"], stats["denied"], stats["backend_errors"], stats["fallbacks"]) == (10, 1, 0, 0)
+
+
+def test_time_moves_on_the_server_without_a_fake_clock(redis_server: RedisServer) -> None:
+    limiter = Limiter(Quota.per(2, 0.2), "sliding_window_log", redis_server.url, key_prefix=prefix())
+    assert limiter.allow("k") and limiter.allow("k")
+    denied = limiter.hit("k")
+    assert not denied.allowed and 0 < denied.retry_after <= 0.2
+    time.sleep(denied.retry_after + 0.01)
+    assert limiter.allow("k")
+
+
+def test_one_evalsha_per_decision_whatever_the_number_of_limits(redis_server: RedisServer) -> None:
+    limiter = Limiter("10/s;1000/day", "gcra", redis_server.url, key_prefix=prefix())
+    limits: list[tuple[str, str | Quota | None]] = [
+        ("ip:192.0.2.1", "5/min;50/hour"),
+        ("user:7", None),
+        ("global", "100/s"),
+    ]
+    limiter.hit_many(limits)  # loads the script (NOSCRIPT, SCRIPT LOAD) outside the count
+    limiter.peek("warm")
+    redis_server.command("CONFIG", "RESETSTAT")
+    for _ in range(20):
+        limiter.hit_many(limits)
+    for _ in range(5):
+        limiter.hit("ip:192.0.2.1")
+        limiter.peek("user:7")
+        limiter.test("user:7")
+    assert client_commands(redis_server) == {"evalsha": 35}, "six rates over three keys, still one round trip"
+    assert redis_server.command_calls()["time"] == 35, "each decision read the server's clock once"
+
+
+def test_every_key_expires_once_idle(redis_server: RedisServer) -> None:
+    for algorithm in TIME_ALGORITHMS:
+        key_prefix = prefix()
+        limiter = Limiter("3/min;100/day", algorithm, redis_server.url, key_prefix=key_prefix)
+        limiter.hit("user:1", cost=2)
+        keys = sorted(redis_server.command("KEYS", key_prefix + "*"))
+        assert keys == [
+            f"{key_prefix}{algorithm}:{{user:1}}:100:86400000000",
+            f"{key_prefix}{algorithm}:{{user:1}}:3:60000000",
+        ]
+        for key in keys:
+            ttl_ms = redis_server.command("PTTL", key)
+            assert 0 < ttl_ms <= 2 * 86_400_000, (algorithm, key, ttl_ms)
+        limiter.reset("user:1")
+        assert redis_server.command("KEYS", key_prefix + "*") == []
+        assert limiter.peek("user:1").remaining == 3
+
+
+def test_scripts_come_back_after_script_flush(redis_server: RedisServer) -> None:
+    limiter = Limiter("5/min", "token_bucket", redis_server.url, key_prefix=prefix())
+    assert limiter.hit("k").remaining == 4
+    redis_server.command("SCRIPT", "FLUSH")
+    assert limiter.hit("k").remaining == 3
+    assert limiter.stats()["backend_errors"] == 0
+
+
+def test_keys_from_clients_cannot_grow_redis_keys(redis_server: RedisServer) -> None:
+    key_prefix = prefix()
+    limiter = Limiter("5/min", "gcra", redis_server.url, key_prefix=key_prefix)
+    huge = "x" * 1_000_000
+    assert limiter.hit(huge).remaining == 4
+    assert limiter.hit(huge).remaining == 3
+    for odd in ["", "{", "}", "{}", "a}b{c", "\x00\n", "ключ", "*"]:
+        assert limiter.hit(odd).remaining == 4, odd
+    assert max(len(key) for key in redis_server.command("KEYS", key_prefix + "*")) < 100
+
+
+WORKER = """
+import sys
+from ferrolimit import Limiter
+url, key_prefix, algorithm, tries = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+limiter = Limiter("1000/hour", algorithm, url, key_prefix=key_prefix, timeout_ms=5000)
+print(sum(limiter.allow("hot") for _ in range(tries)), limiter.stats()["fallbacks"])
+"""
+
+
+@pytest.mark.parametrize("algorithm", ["gcra", "sliding_window_log"])
+def test_four_processes_share_one_key_exactly(algorithm: str, redis_server: RedisServer) -> None:
+    key_prefix = prefix()
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, redis_server.url, key_prefix, algorithm, "400"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    results = [worker.communicate(timeout=60)[0].split() for worker in workers]
+    assert all(worker.returncode == 0 for worker in workers)
+    assert [fallbacks for _, fallbacks in results] == ["0"] * 4
+    assert sum(int(allowed) for allowed, _ in results) == 1000, results
+
+
+def test_the_event_loop_runs_while_redis_is_slow(redis_server: RedisServer) -> None:
+    limiter = Limiter("100000/min", "gcra", redis_server.url, key_prefix=prefix(), timeout_ms=5_000)
+    limiter.hit("warm")
+
+    async def main() -> tuple[int, list[bool], float]:
+        ticks = 0
+        stop = asyncio.Event()
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not stop.is_set():
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        ticking = asyncio.create_task(ticker())
+        await asyncio.sleep(0.02)
+        redis_server.command("CLIENT", "PAUSE", "400", "ALL")
+        started = time.monotonic()
+        ticks = 0
+        results = await asyncio.gather(*(limiter.allow_async(f"k{index % 50}") for index in range(1000)))
+        elapsed = time.monotonic() - started
+        stop.set()
+        await ticking
+        return ticks, results, elapsed
+
+    ticks, results, elapsed = asyncio.run(main())
+    assert elapsed >= 0.3, "Redis was paused"
+    assert all(results) and len(results) == 1000
+    assert ticks >= 10, f"the ticker ticked {ticks} times in {elapsed:.2f} s"
+    assert limiter.stats()["fallbacks"] == 0
+
+
+def test_async_methods_on_redis_and_in_memory(redis_server: RedisServer) -> None:
+    async def main(limiter: Limiter) -> None:
+        first = await limiter.hit_async("k", cost=2)
+        assert first.allowed and first.remaining == 3
+        assert (await limiter.peek_async("k")).remaining == 3
+        assert (await limiter.test_async("k", cost=3)).allowed
+        assert await limiter.allow_async("k", 3)
+        assert not await limiter.allow_async("k")
+        many = await limiter.hit_many_async([("a", "1/min"), ("b", None)])
+        assert many.allowed and many.limit == 1
+        await limiter.reset_async("k")
+        assert (await limiter.peek_async("k")).remaining == 5
+        with pytest.raises(ValueError, match="cost must be a positive whole number"):
+            await limiter.hit_async("k", cost=0)
+
+    asyncio.run(main(Limiter("5/min", "token_bucket", redis_server.url, key_prefix=prefix())))
+    asyncio.run(main(Limiter("5/min", "token_bucket", clock=FakeClock())))
+
+
+def test_a_unix_socket_url(redis_server: RedisServer) -> None:
+    assert redis_server.unix_socket is not None
+    limiter = Limiter("2/min", "fixed_window", f"redis+unix://{redis_server.unix_socket}?db=0", key_prefix=prefix())
+    assert [limiter.allow("k") for _ in range(3)] == [True, True, False]
+    assert limiter.stats()["backend_errors"] == 0
+
+
+def test_the_deny_cache_keeps_a_blocked_flood_off_redis(redis_server: RedisServer) -> None:
+    limiter = Limiter("3/min", "gcra", redis_server.url, key_prefix=prefix(), deny_cache_size=1_000)
+    assert [limiter.allow("flood") for _ in range(3)] == [True] * 3
+    redis_server.command("CONFIG", "RESETSTAT")
+    decisions = [limiter.hit("flood") for _ in range(500)]
+    assert not any(decision.allowed for decision in decisions)
+    assert all(0 < decision.retry_after <= 20 for decision in decisions)
+    assert client_commands(redis_server) == {"evalsha": 1}, "only the first denial reached Redis"
+    assert limiter.stats()["deny_cache_hits"] == 499 and limiter.stats()["denied"] == 500
+    assert limiter.allow("other"), "other keys are not affected"
+
+
+def test_compat_classes_take_a_redis_py_client(redis_server: RedisServer) -> None:
+    redis = pytest.importorskip("redis")
+    client = redis.Redis(host="127.0.0.1", port=redis_server.port, db=0)
+    key = f"user-{uuid.uuid4().hex}"
+    worker_a = TokenBucketLimiter(3, 1.0, "user", "redis", redis_client=client)
+    worker_b = TokenBucketLimiter(3, 1.0, "user", "redis", redis_client=client)
+    assert worker_a.is_remote
+    redis_server.command("CONFIG", "RESETSTAT")
+    assert [worker_a.allow_request(key), worker_b.allow_request(key), worker_a.allow_request(key)] == [True] * 3
+    assert not worker_b.allow_request(key), "two workers share one bucket"
+    assert 0 < worker_a.get_wait_time(key) <= 1.0
+    assert client_commands(redis_server) == {"evalsha": 5}, "ferrolimit's own client; redis-py sent nothing"
+    worker_b.reset(key)
+    assert worker_a.allow_request(key)
+
+
+def test_cluster_keeps_a_keys_rates_in_one_slot_and_spans_slots_safely(redis_cluster: RedisCluster) -> None:
+    limiter = Limiter("2/min;5/hour", "gcra", redis_cluster.url, key_prefix=prefix())
+    users = [f"user:{index}" for index in range(20)]
+    for user in users:
+        assert limiter.hit(user).allowed
+    # ip and user keys land on different nodes: checked everywhere, charged only if all pass.
+    limits: list[tuple[str, str | Quota | None]] = [("ip:1", "1/min"), ("user:a", None), ("user:b", None)]
+    assert limiter.hit_many(limits).allowed
+    denied = limiter.hit_many(limits)
+    assert not denied.allowed and denied.limit == 1
+    assert limiter.hit("user:a").remaining == 0, "the denial took nothing from user:a"
+    assert limiter.stats()["backend_errors"] == 0
+
+
+def test_readme_redis_block_runs_against_a_server(redis_server: RedisServer) -> None:
+    text = (ROOT / "README.md").read_text()
+    start = text.find("```py\n# redis example")
+    if start < 0:
+        pytest.skip("README has no Redis example")
+    block = text[start + len("```py\n") : text.index("```", start + 6)]
+    exec(compile(block.replace("redis://localhost:6379/0", redis_server.url), "README.md", "exec"), {})

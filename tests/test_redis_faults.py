@@ -1,0 +1,138 @@
+"""Redis failures under each ``on_backend_error`` policy: a killed, paused, restarted or unreachable server.
+Nothing raises, nothing waits past the timeout, the breaker stops waiting altogether, each incident is
+logged once, and service resumes by itself when Redis is back."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+
+import pytest
+
+from ferrolimit import Decision, Limiter
+from tests.redis_server import RedisServer, free_port
+
+POLICIES = ["allow", "deny", "memory"]
+TIMEOUT_S = 0.15
+COOLDOWN_S = 0.2
+# Generous: the box running the tests may be busy. The bound that matters is "not the OS TCP timeout".
+SLACK_S = 0.5
+
+
+def make(url: str, policy: str, cooldown_s: float = COOLDOWN_S) -> Limiter:
+    return Limiter(
+        "3/min",
+        "gcra",
+        url,
+        key_prefix=f"f-{uuid.uuid4().hex[:12]}:",
+        timeout_ms=int(TIMEOUT_S * 1000),
+        connect_timeout_ms=int(TIMEOUT_S * 1000),
+        on_backend_error=policy,
+        breaker_failures=2,
+        breaker_cooldown_ms=int(cooldown_s * 1000),
+    )
+
+
+def timed(call: Callable[[], Decision]) -> tuple[Decision, float]:
+    started = time.monotonic()
+    decision = call()
+    return decision, time.monotonic() - started
+
+
+def assert_policy(policy: str, decisions: list[Decision]) -> None:
+    allowed = [decision.allowed for decision in decisions]
+    if policy == "allow":
+        assert all(allowed)
+        assert all(decision.limit == 3 for decision in decisions)
+    elif policy == "deny":
+        assert not any(allowed)
+        assert all(decision.retry_after >= 1 for decision in decisions)
+    else:
+        assert allowed == [True] * 3 + [False] * (len(decisions) - 3), "the local limiter applies the same rules"
+
+
+def wait_until_redis_answers(limiter: Limiter, key: str) -> Decision:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        fallbacks = limiter.stats()["fallbacks"]
+        decision = limiter.hit(key)
+        if limiter.stats()["fallbacks"] == fallbacks:
+            return decision
+        time.sleep(0.02)
+    raise AssertionError(f"Redis did not come back: {limiter.stats()}")
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_killed_then_restarted(policy: str, fresh_redis: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
+    limiter = make(fresh_redis.url, policy)
+    assert [limiter.allow("before") for _ in range(4)] == [True, True, True, False]
+    fresh_redis.kill()
+    with caplog.at_level(logging.INFO, logger="ferrolimit"):
+        outcomes = [timed(lambda: limiter.hit("during")) for _ in range(6)]
+        assert max(elapsed for _, elapsed in outcomes) < TIMEOUT_S * 2 + SLACK_S
+        assert_policy(policy, [decision for decision, _ in outcomes])
+        stats = limiter.stats()
+        assert (stats["incidents"], stats["fallbacks"], stats["breaker_open"]) == (1, 6, 1)
+
+        async def flood() -> list[bool]:
+            return await asyncio.gather(*(limiter.allow_async(f"async-{index}") for index in range(200)))
+
+        allowed = asyncio.run(flood())
+        assert len(allowed) == 200 and all(allowed) == (policy != "deny")
+
+        fresh_redis.start()
+        after = wait_until_redis_answers(limiter, "after")
+        assert after.allowed and after.remaining == 2, "Redis decides again (and lost its state with the restart)"
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert f"127.0.0.1:{fresh_redis.port}" in warnings[0] and f'on_backend_error="{policy}"' in warnings[0]
+    assert any("answers again" in record.getMessage() for record in caplog.records if record.levelno == logging.INFO)
+    assert limiter.stats()["breaker_open"] == 0
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_paused_then_resumed(policy: str, fresh_redis: RedisServer) -> None:
+    limiter = make(fresh_redis.url, policy, cooldown_s=1.0)  # long enough that no probe runs mid-test
+    assert limiter.allow("before")
+    fresh_redis.pause()
+    try:
+        outcomes = [timed(lambda: limiter.hit("during")) for _ in range(6)]
+    finally:
+        fresh_redis.resume()
+    times = [elapsed for _, elapsed in outcomes]
+    assert max(times[:2]) < TIMEOUT_S + SLACK_S, "no call waits past the timeout"
+    assert min(times[:2]) >= TIMEOUT_S * 0.9, "the first calls did wait for Redis"
+    assert max(times[2:]) < 0.1, "once the breaker is open no call waits"
+    assert_policy(policy, [decision for decision, _ in outcomes])
+    assert limiter.stats()["timeouts"] >= 2
+    wait_until_redis_answers(limiter, "after")
+    assert limiter.stats()["breaker_open"] == 0
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_nothing_listening(policy: str) -> None:
+    limiter = make(f"redis://127.0.0.1:{free_port()}/0", policy)
+    outcomes = [timed(lambda: limiter.hit("k")) for _ in range(5)]
+    assert max(elapsed for _, elapsed in outcomes) < TIMEOUT_S * 2 + SLACK_S
+    assert_policy(policy, [decision for decision, _ in outcomes])
+    limiter.reset("k")  # does not raise either
+    assert limiter.peek("k").limit == 3
+
+
+def test_a_slow_command_times_out_in_async_code_too(fresh_redis: RedisServer) -> None:
+    limiter = make(fresh_redis.url, "deny")
+    assert limiter.allow("k")
+
+    async def main() -> tuple[list[Decision], float]:
+        fresh_redis.command("CLIENT", "PAUSE", "700", "ALL")
+        started = time.monotonic()
+        decisions = await asyncio.gather(*(limiter.hit_async(f"k{index}") for index in range(100)))
+        return decisions, time.monotonic() - started
+
+    decisions, elapsed = asyncio.run(main())
+    assert elapsed < TIMEOUT_S * 2 + SLACK_S
+    assert not any(decision.allowed for decision in decisions)
+    wait_until_redis_answers(limiter, "after")
