@@ -47,9 +47,10 @@ format: ## format Rust and Python
 	$(VENV)/bin/ruff format python tests examples benches
 
 bench: release ## benchmarks against peer libraries (release build)
-	$(PIP) install -q limits fastapi-advanced-rate-limiter redis
+	$(PIP) install -q limits fastapi-advanced-rate-limiter redis fastlimit fastapi-limiter
 	$(PY) benches/compare.py
 	$(PY) benches/mcp_bench.py
+	timeout 300 $(PY) benches/redis_bench.py
 
 demo: release ## build (release) and run the main example
 	$(PY) examples/quickstart.py

@@ -212,6 +212,9 @@ class Limiter:
         """``hit_many`` as an awaitable."""
     def reset_async(self, key: str) -> Awaitable[None]:
         """``reset`` as an awaitable."""
+    def _ping(self) -> bool:
+        """One PING on the Redis connection (False in memory or when it fails); for benchmarks."""
+    def _ping_async(self) -> Awaitable[bool]: ...
     @property
     def is_remote(self) -> bool:
         """Whether decisions are made by Redis rather than in this process."""

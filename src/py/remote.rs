@@ -300,6 +300,24 @@ impl Limiter {
         self.decide_async(py, limits, cost, Mode::Hit, false)
     }
 
+    /// One `PING` on this limiter's Redis connection (benchmarks: the floor of a decision's round trip).
+    fn _ping(&self, py: Python<'_>) -> bool {
+        let Some(remote) = &self.remote else {
+            return false;
+        };
+        py.detach(|| pyo3_async_runtimes::tokio::get_runtime().block_on(remote.store().ping()))
+            .is_ok()
+    }
+
+    /// `_ping` as an awaitable.
+    fn _ping_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let Some(remote) = &self.remote else {
+            return ready(py, false.into_pyobject(py)?.to_owned().into_any());
+        };
+        let remote = Arc::clone(remote);
+        pyo3_async_runtimes::tokio::future_into_py(py, async move { Ok(remote.store().ping().await.is_ok()) })
+    }
+
     /// `reset` as an awaitable.
     fn reset_async<'py>(&self, py: Python<'py>, key: String) -> PyResult<Bound<'py, PyAny>> {
         let Some(remote) = &self.remote else {

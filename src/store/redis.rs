@@ -398,6 +398,22 @@ impl RedisStore {
             })
     }
 
+    /// One `PING` on the connection the scripts use: the floor a decision's round trip is measured against.
+    pub async fn ping(&self) -> Result<(), BackendError> {
+        let call = async {
+            let mut conn = self.connection().await?;
+            let command = redis::cmd("PING");
+            let reply: redis::RedisResult<String> = match &mut conn {
+                Conn::Single(conn) => command.query_async(conn).await,
+                Conn::Cluster(conn) => command.query_async(conn).await,
+            };
+            reply.map(|_| ()).map_err(BackendError::Redis)
+        };
+        tokio::time::timeout(self.options.timeout + self.options.connect_timeout, call)
+            .await
+            .unwrap_or(Err(BackendError::Timeout))
+    }
+
     async fn delete(&self, keys: &[String]) -> Result<(), BackendError> {
         let call = async {
             let mut conn = self.connection().await?;

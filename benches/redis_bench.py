@@ -1,0 +1,230 @@
+"""Redis figures, all measured in one run against a redis-server this script starts on a free port:
+
+- sequential latency per decision (p50/p99) against a bare PING from the same client, and
+- decisions per second with 64 concurrent asyncio tasks,
+
+for ferrolimit and for limits' async Redis storage, fastlimit's Redis backend and fastapi-limiter (its
+pyrate-limiter RedisBucket), each only if it imports. Every limit is high enough that all requests pass,
+so each library does its full check-and-commit. Not a test: `make bench` runs it (release build).
+
+    python benches/redis_bench.py [--seconds 1.0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from ferrolimit import Limiter
+
+TASKS = 64
+Decide = Callable[[str], Awaitable[Any]]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port if port != 6379 else free_port()
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[int]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        sys.exit("redis-server is not installed; the Redis benchmark needs it")
+    port = free_port()
+    with tempfile.TemporaryDirectory() as directory:
+        args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        process = subprocess.Popen([*args, "--dir", directory], stdout=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=1) as connection:
+                        connection.sendall(b"PING\r\n")
+                        if connection.recv(16).startswith(b"+PONG"):
+                            break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.02)
+            yield port
+        finally:
+            process.kill()
+            process.wait()
+
+
+@dataclass
+class Row:
+    name: str
+    ping_p50_us: float
+    p50_us: float
+    p99_us: float
+    per_second: float
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
+async def sequential(call: Callable[[], Awaitable[Any]], seconds: float) -> list[float]:
+    for _ in range(200):
+        await call()
+    samples = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        started = time.perf_counter()
+        await call()
+        samples.append((time.perf_counter() - started) * 1e6)
+    return samples
+
+
+async def concurrent(decide: Decide, seconds: float) -> float:
+    done = 0
+    deadline = time.perf_counter() + seconds
+
+    async def task(index: int) -> None:
+        nonlocal done
+        key = f"bench-task-{index}"
+        while time.perf_counter() < deadline:
+            await decide(key)
+            done += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(task(index) for index in range(TASKS)))
+    return done / (time.perf_counter() - started)
+
+
+async def measure(name: str, ping: Callable[[], Awaitable[Any]], decide: Decide, seconds: float) -> Row:
+    pings = await sequential(ping, seconds / 2)
+    latencies = await sequential(lambda: decide("bench-seq"), seconds)
+    per_second = await concurrent(decide, seconds)
+    return Row(name, statistics.median(pings), statistics.median(latencies), percentile(latencies, 0.99), per_second)
+
+
+async def ferrolimit_rows(url: str, seconds: float) -> list[Row]:
+    rows = []
+    for algorithm in ("gcra", "fixed_window", "sliding_window_log"):
+        limiter = Limiter("1000000000/hour", algorithm, url, key_prefix=f"ferrolimit-{algorithm}:")
+        rows.append(await measure(f"ferrolimit {algorithm} (async)", limiter._ping_async, limiter.hit_async, seconds))
+    limiter = Limiter("1000000000/hour", "gcra", url, key_prefix="ferrolimit-sync:")
+
+    async def ping_sync() -> None:
+        limiter._ping()
+
+    async def hit_sync(key: str) -> None:
+        limiter.hit(key)
+
+    pings = await sequential(ping_sync, seconds / 2)
+    latencies = await sequential(lambda: hit_sync("bench-seq"), seconds)
+    rows.append(
+        Row(
+            "ferrolimit gcra (sync hit)",
+            statistics.median(pings),
+            statistics.median(latencies),
+            percentile(latencies, 0.99),
+            float("nan"),
+        )
+    )
+    return rows
+
+
+async def limits_rows(url: str, seconds: float) -> list[Row]:
+    import redis.asyncio
+    from limits import parse
+    from limits.aio.storage import RedisStorage
+    from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
+
+    client = redis.asyncio.Redis.from_url(url)
+    item = parse("1000000000/hour")
+    rows = []
+    for label, strategy in (("fixed window", FixedWindowRateLimiter), ("moving window", MovingWindowRateLimiter)):
+        storage = RedisStorage("async+" + url, implementation="redispy", key_prefix=f"limits-{label}")
+        limiter = strategy(storage)
+
+        async def decide(key: str, limiter: Any = limiter) -> bool:
+            allowed: bool = await limiter.hit(item, key)
+            return allowed
+
+        rows.append(await measure(f"limits {label} (async redis-py)", client.ping, decide, seconds))
+    await client.aclose()
+    return rows
+
+
+async def fastlimit_rows(url: str, seconds: float) -> list[Row]:
+    import redis.asyncio
+    from fastlimit.algorithms import Algorithm
+    from fastlimit.backends.redis import RedisBackend
+    from fastlimit.rules import BucketConfig
+
+    client = redis.asyncio.Redis.from_url(url)
+    bucket = BucketConfig(window_sec=3600, limit=1_000_000_000)
+    rows = []
+    for algorithm in (Algorithm.FIXED_WINDOW, Algorithm.SLIDING_WINDOW):
+        backend = RedisBackend(client, algorithm=algorithm, key_prefix=f"fastlimit-{algorithm}")
+
+        async def decide(key: str, backend: Any = backend) -> Any:
+            return await backend.check_and_increment(key, bucket, 1)
+
+        rows.append(await measure(f"fastlimit {algorithm}", client.ping, decide, seconds))
+    await client.aclose()
+    return rows
+
+
+async def fastapi_limiter_rows(url: str, seconds: float) -> list[Row]:
+    import fastapi_limiter  # noqa: F401  (its RateLimiter dependency calls pyrate-limiter's try_acquire_async)
+    import redis.asyncio
+    from pyrate_limiter import Duration, Rate, RedisBucket
+    from pyrate_limiter import Limiter as PyrateLimiter
+
+    client = redis.asyncio.Redis.from_url(url)
+    bucket = await RedisBucket.init([Rate(1_000_000_000, Duration.HOUR)], client, "fastapi-limiter-bench")
+    limiter = PyrateLimiter(bucket)
+
+    async def decide(key: str) -> bool:
+        allowed: bool = await limiter.try_acquire_async(key, blocking=False)
+        return allowed
+
+    row = await measure("fastapi-limiter (pyrate RedisBucket)", client.ping, decide, seconds)
+    await client.aclose()
+    return [row]
+
+
+async def main(seconds: float) -> None:
+    with redis_server() as port:
+        url = f"redis://127.0.0.1:{port}/0"
+        rows = await ferrolimit_rows(url, seconds)
+        for peer in (limits_rows, fastlimit_rows, fastapi_limiter_rows):
+            try:
+                rows += await peer(url, seconds)
+            except ImportError as error:
+                print(f"skipped {peer.__name__.removesuffix('_rows')}: {error}")
+            except Exception as error:  # a peer's own failure must not hide the other figures
+                print(f"{peer.__name__.removesuffix('_rows')} failed: {type(error).__name__}: {error}")
+    print(f"\nRedis, one server on loopback, {TASKS} tasks for decisions/s, {seconds:.1f} s per figure")
+    header = f"{'library':<40} {'PING p50':>9} {'p50 µs':>8} {'p99 µs':>8} {'p50/PING':>9} {'decisions/s':>12}"
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        ratio = row.p50_us / row.ping_p50_us
+        rate = "-" if row.per_second != row.per_second else f"{row.per_second:,.0f}"
+        print(f"{row.name:<40} {row.ping_p50_us:>9.0f} {row.p50_us:>8.0f} {row.p99_us:>8.0f} {ratio:>9.2f} {rate:>12}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=1.0, help="measuring time per figure")
+    asyncio.run(main(parser.parse_args().seconds))
