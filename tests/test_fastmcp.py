@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import types
+import uuid
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -28,6 +29,7 @@ from fastmcp.server.middleware import rate_limiting as fastmcp_rate_limiting
 
 import ferrolimit.fastmcp as ours
 from ferrolimit import FakeClock
+from tests.redis_server import RedisServer
 
 MODES = ["auto", "legacy"]
 # What the client saw for one step: "ok", or the error's code and message ("connect" first if connecting failed).
@@ -483,14 +485,59 @@ def test_bad_configuration_is_refused_up_front() -> None:
         ours.RateLimitingMiddleware(storage="memory://x", redis_url="redis://localhost:6379/0")
 
 
-def test_redis_url_is_handed_to_the_store() -> None:
-    """The Redis store, where the core has it; otherwise the core's own error names the URL."""
-    try:
-        middleware = ours.ToolRateLimitingMiddleware(tools={"*": "1/s"}, redis_url="redis://127.0.0.1:1/0")
-    except ValueError as error:
-        assert "redis://127.0.0.1:1/0" in str(error)
-    else:
-        assert getattr(middleware.limiter, "is_remote", False)
+# ----- Redis: replicas share limits -----
+
+
+def test_two_server_instances_share_tool_limits_through_redis(redis_server: RedisServer, clock: FakeClock) -> None:
+    prefix = f"t-{uuid.uuid4().hex[:12]}:"
+
+    def replica() -> tuple[FastMCP, ours.ToolRateLimitingMiddleware]:
+        middleware = ours.ToolRateLimitingMiddleware(
+            tools={"*": "3/min"}, redis_url=redis_server.url, key_prefix=prefix, get_client_id=fixed_id, clock=clock
+        )
+        return echo_server(middleware), middleware
+
+    (first, first_limits), (second, _) = replica(), replica()
+
+    async def scenario() -> list[Outcome]:
+        async with Client(first) as one, Client(second) as other:
+            return [
+                await outcome(one.call_tool("echo", {"text": "a"})),
+                await outcome(one.call_tool("echo", {"text": "b"})),
+                await outcome(other.call_tool("echo", {"text": "c"})),
+                await outcome(other.call_tool("echo", {"text": "d"})),
+                await outcome(one.call_tool("echo", {"text": "e"})),
+            ]
+
+    over = (-32000, "Rate limit exceeded for tool 'echo' (3 per 60 s) for client: agent-7. Retry after 20 s.")
+    assert first_limits.limiter.is_remote
+    assert asyncio.run(scenario()) == ["ok", "ok", "ok", over, over]
+    assert redis_server.command("KEYS", prefix + "*"), "the counters live in Redis"
+
+
+def test_two_drop_in_instances_share_a_bucket_through_redis(redis_server: RedisServer, clock: FakeClock) -> None:
+    prefix = f"t-{uuid.uuid4().hex[:12]}:"
+    first = echo_server(
+        ours.RateLimitingMiddleware(0.001, 4, fixed_id, storage=redis_server.url, key_prefix=prefix, clock=clock)
+    )
+    second = echo_server(
+        ours.RateLimitingMiddleware(0.001, 4, fixed_id, redis_url=redis_server.url, key_prefix=prefix, clock=clock)
+    )
+
+    async def scenario() -> tuple[list[Outcome], Any]:
+        seen: list[Outcome] = []
+        async with Client(first, mode="legacy") as one:  # 1
+            seen.append(await outcome(one.call_tool_mcp("render", {})))  # 3: the call and the client's listing
+            async with Client(second, mode="legacy") as other:  # 4
+                seen.append(await outcome(other.call_tool_mcp("render", {})))
+            with pytest.raises(mcp.MCPError) as caught:
+                await one.call_tool_mcp("render", {})
+        return seen, caught.value.data
+
+    assert asyncio.run(scenario()) == (
+        ["ok", (-32000, "Rate limit exceeded for client: agent-7")],
+        {"retry_after": 1000.0},
+    )
 
 
 # ----- over streamable HTTP -----

@@ -72,10 +72,8 @@ async def _check(limiter: Limiter, limits: Sequence[tuple[str, Quota | None]], c
     A remote store (Redis) is awaited, so the event loop never waits on the network; the memory store
     answers at once and is called directly.
     """
-    if getattr(limiter, "is_remote", False):
-        remote: Any = limiter
-        decision: Decision = await remote.hit_many_async(limits, cost)
-        return decision
+    if limiter.is_remote:
+        return await limiter.hit_many_async(limits, cost)
     return limiter.hit_many(limits, cost)
 
 
@@ -214,7 +212,7 @@ class TokenBucketRateLimiter:
     def __init__(self, capacity: int, refill_rate: float, *, clock: FakeClock | None = None) -> None:
         self.capacity = capacity
         self.refill_rate = refill_rate
-        self._limiter = _token_bucket(capacity, refill_rate, "memory://", clock, max_keys=1)
+        self._limiter = _token_bucket(capacity, refill_rate, "memory://", clock=clock, max_keys=1)
 
     async def consume(self, tokens: int = 1) -> bool:
         """Takes ``tokens`` if the bucket holds that many; otherwise takes nothing and returns False."""
@@ -238,7 +236,7 @@ class SlidingWindowRateLimiter:
     def __init__(self, max_requests: int, window_seconds: float, *, clock: FakeClock | None = None) -> None:
         self.max_requests = max_requests
         self.window_seconds = window_seconds
-        self._limiter = _sliding_log(max_requests, window_seconds, "memory://", clock, max_keys=1)
+        self._limiter = _sliding_log(max_requests, window_seconds, "memory://", clock=clock, max_keys=1)
 
     async def is_allowed(self) -> bool:
         """Whether a request passes now; a passing request is counted."""
@@ -247,27 +245,21 @@ class SlidingWindowRateLimiter:
         return (await _check(self._limiter, (("", None),))).allowed
 
 
-def _token_bucket(
-    capacity: float, refill_rate: float, storage: str, clock: FakeClock | None, max_keys: int
-) -> Limiter | None:
+def _token_bucket(capacity: float, refill_rate: float, storage: str, **options: Any) -> Limiter | None:
     """A token-bucket Limiter, or None for a bucket that holds less than one token and so refuses everything."""
     whole = math.floor(capacity) if math.isfinite(capacity) else 0
     if whole < 1:
         return None
     period_s = min(whole / refill_rate, _NEVER_S) if refill_rate > 0 else _NEVER_S
-    return Limiter(Quota.per(whole, period_s), "token_bucket", storage, clock=clock, max_keys=max_keys)
+    return Limiter(Quota.per(whole, period_s), "token_bucket", storage, **options)
 
 
-def _sliding_log(
-    max_requests: float, window_s: float, storage: str, clock: FakeClock | None, max_keys: int
-) -> Limiter | None:
+def _sliding_log(max_requests: float, window_s: float, storage: str, **options: Any) -> Limiter | None:
     """A sliding-log Limiter, or None when there is nothing to count: no window, or no request allowed."""
     if max_requests < 1 or window_s <= 0:
         return None
     whole = math.ceil(max_requests)
-    return Limiter(
-        Quota.per(whole, min(window_s, _NEVER_S)), "sliding_window_log", storage, clock=clock, max_keys=max_keys
-    )
+    return Limiter(Quota.per(whole, min(window_s, _NEVER_S)), "sliding_window_log", storage, **options)
 
 
 class RateLimitingMiddleware(Middleware):
@@ -279,8 +271,10 @@ class RateLimitingMiddleware(Middleware):
     or "Global rate limit exceeded" with ``global_limit=True``) with ``data={"retry_after": seconds}``.
 
     ``get_client_id(context)`` (sync or async) names the client; the default is `ClientIdentity`.
-    ``storage``/``redis_url`` choose the store (``"memory://"`` or a Redis URL shared by replicas),
-    ``key_prefix`` names its keys, ``max_keys`` bounds the memory store, ``clock`` is for tests.
+    ``storage``/``redis_url`` choose the store: ``"memory://"`` or a Redis URL (see `ferrolimit.Limiter`), which
+    lets replicas share limits; servers that should share a limit use the same ``key_prefix``. ``max_keys``
+    bounds the memory store, ``clock`` is for tests, and ``limiter_options`` go to `ferrolimit.Limiter` as they
+    are (``timeout_ms``, ``on_backend_error``, ``on_full``...).
     """
 
     def __init__(
@@ -292,9 +286,10 @@ class RateLimitingMiddleware(Middleware):
         *,
         storage: str = "memory://",
         redis_url: str | None = None,
-        key_prefix: str = "mcp:token_bucket",
+        key_prefix: str = "ferrolimit:mcp:",
         max_keys: int = 1_000_000,
         clock: FakeClock | None = None,
+        **limiter_options: Any,
     ) -> None:
         if burst_capacity is not None and burst_capacity < 1:
             warnings.warn(
@@ -311,11 +306,16 @@ class RateLimitingMiddleware(Middleware):
         self.burst_capacity = burst_capacity or default_capacity
         self.get_client_id = get_client_id
         self.global_limit = global_limit
-        self.key_prefix = key_prefix
         self._default_identity = ClientIdentity()
         self._refills = max_requests_per_second > 0
         self.limiter = _token_bucket(
-            self.burst_capacity, max_requests_per_second, _storage(storage, redis_url), clock, max_keys
+            self.burst_capacity,
+            max_requests_per_second,
+            _storage(storage, redis_url),
+            key_prefix=key_prefix,
+            max_keys=max_keys,
+            clock=clock,
+            **limiter_options,
         )
 
     async def _get_client_identifier(self, context: MiddlewareContext[Any]) -> str:
@@ -328,10 +328,10 @@ class RateLimitingMiddleware(Middleware):
         call_next: CallNext[mt.Request[Any, Any], Any],
     ) -> Any:
         if self.global_limit:
-            key, message = f"{self.key_prefix}:global", "Global rate limit exceeded"
+            key, message = "global", "Global rate limit exceeded"
         else:
-            client_id = await self._get_client_identifier(context)
-            key, message = f"{self.key_prefix}:client:{client_id}", f"Rate limit exceeded for client: {client_id}"
+            key = await self._get_client_identifier(context)
+            message = f"Rate limit exceeded for client: {key}"
         if self.limiter is None:
             raise RateLimitError(message)
         decision = await _check(self.limiter, ((key, None),))
@@ -356,16 +356,24 @@ class SlidingWindowRateLimitingMiddleware(Middleware):
         *,
         storage: str = "memory://",
         redis_url: str | None = None,
-        key_prefix: str = "mcp:sliding_window",
+        key_prefix: str = "ferrolimit:mcp:",
         max_keys: int = 1_000_000,
         clock: FakeClock | None = None,
+        **limiter_options: Any,
     ) -> None:
         self.max_requests = max_requests
         self.window_seconds = window_minutes * 60
         self.get_client_id = get_client_id
-        self.key_prefix = key_prefix
         self._default_identity = ClientIdentity()
-        self.limiter = _sliding_log(max_requests, self.window_seconds, _storage(storage, redis_url), clock, max_keys)
+        self.limiter = _sliding_log(
+            max_requests,
+            self.window_seconds,
+            _storage(storage, redis_url),
+            key_prefix=key_prefix,
+            max_keys=max_keys,
+            clock=clock,
+            **limiter_options,
+        )
 
     async def _get_client_identifier(self, context: MiddlewareContext[Any]) -> str:
         """The client's id: ``get_client_id(context)``, awaited if need be, or `ClientIdentity`'s."""
@@ -378,7 +386,7 @@ class SlidingWindowRateLimitingMiddleware(Middleware):
     ) -> Any:
         client_id = await self._get_client_identifier(context)
         if self.limiter is not None:
-            decision = await _check(self.limiter, ((f"{self.key_prefix}:client:{client_id}", None),))
+            decision = await _check(self.limiter, ((client_id, None),))
             allowed, retry_after = decision.allowed, _retry_after_s(decision)
         else:
             allowed, retry_after = self.max_requests >= 1, None
@@ -482,9 +490,10 @@ class ToolRateLimitingMiddleware(Middleware):
         algorithm: str = "gcra",
         storage: str = "memory://",
         redis_url: str | None = None,
-        key_prefix: str = "mcp:tools",
+        key_prefix: str = "ferrolimit:mcp:",
         max_keys: int = 1_000_000,
         clock: FakeClock | None = None,
+        **limiter_options: Any,
     ) -> None:
         self._tools = _Rules("tool", tools, tool_costs)
         self._prompts = _Rules("prompt", prompts, prompt_costs)
@@ -493,7 +502,6 @@ class ToolRateLimitingMiddleware(Middleware):
             None if every_request is None else Quota(every_request) if isinstance(every_request, str) else every_request
         )
         self.get_client_id = get_client_id
-        self.key_prefix = key_prefix
         self._default_identity = ClientIdentity()
         for rules in (self._tools, self._prompts, self._resources):
             for name, rule in rules.rules():
@@ -504,7 +512,13 @@ class ToolRateLimitingMiddleware(Middleware):
                         )
         # The core needs a default quota; every check below names its quota, so any will do.
         self.limiter = Limiter(
-            self.every_request or Quota("1/s"), algorithm, _storage(storage, redis_url), clock=clock, max_keys=max_keys
+            self.every_request or Quota("1/s"),
+            algorithm,
+            _storage(storage, redis_url),
+            key_prefix=key_prefix,
+            max_keys=max_keys,
+            clock=clock,
+            **limiter_options,
         )
 
     async def _charge(self, context: MiddlewareContext[Any], rules: _Rules, name: str) -> None:
@@ -514,9 +528,9 @@ class ToolRateLimitingMiddleware(Middleware):
         client_id = await _client_id(self.get_client_id or self._default_identity, context)
         limits: list[tuple[str, Quota | None]] = []
         if rule.quota is not None:
-            limits.append((f"{self.key_prefix}:{rules.kind}:{rule.bucket}:{client_id}", rule.quota))
+            limits.append((f"{rules.kind}:{rule.bucket}:{client_id}", rule.quota))
         if self.every_request is not None:
-            limits.append((f"{self.key_prefix}:request:{client_id}", self.every_request))
+            limits.append((f"request:{client_id}", self.every_request))
         try:
             decision = await _check(self.limiter, limits, rule.cost)
         except CostExceedsLimitError:
@@ -538,7 +552,7 @@ class ToolRateLimitingMiddleware(Middleware):
     ) -> Any:
         if self.every_request is not None and context.method not in _COMPONENT_METHODS:
             client_id = await _client_id(self.get_client_id or self._default_identity, context)
-            decision = await _check(self.limiter, ((f"{self.key_prefix}:request:{client_id}", self.every_request),))
+            decision = await _check(self.limiter, ((f"request:{client_id}", self.every_request),))
             if not decision.allowed:
                 retry_after = _retry_after_s(decision)
                 raise RateLimitError(
