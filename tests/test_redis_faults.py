@@ -136,3 +136,38 @@ def test_a_slow_command_times_out_in_async_code_too(fresh_redis: RedisServer) ->
     assert elapsed < TIMEOUT_S * 2 + SLACK_S
     assert not any(decision.allowed for decision in decisions)
     wait_until_redis_answers(limiter, "after")
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_the_middleware_answers_every_request_while_redis_is_down(policy: str, fresh_redis: RedisServer) -> None:
+    pytest.importorskip("starlette")
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from ferrolimit.starlette import RateLimitMiddleware
+
+    async def home(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/", home)])
+    limiter = make(fresh_redis.url, policy)
+    app.add_middleware(RateLimitMiddleware, limit="3/min", backend=limiter)
+    client = TestClient(app)
+    assert [client.get("/").status_code for _ in range(4)] == [200, 200, 200, 429]
+    fresh_redis.kill()
+    statuses = [client.get("/").status_code for _ in range(5)]
+    expected = {"allow": [200] * 5, "deny": [429] * 5, "memory": [200, 200, 200, 429, 429]}[policy]
+    assert statuses == expected
+    fresh_redis.start()
+    deadline = time.monotonic() + 5
+    while True:
+        fallbacks = limiter.stats()["fallbacks"]
+        status = client.get("/").status_code
+        if limiter.stats()["fallbacks"] == fallbacks:
+            break
+        assert time.monotonic() < deadline, "service did not resume"
+        time.sleep(0.02)
+    assert status == 200, "Redis decides again, with the fresh state of a restarted server"
