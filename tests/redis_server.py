@@ -90,12 +90,16 @@ def _read(stream: Any) -> Reply:
 class RedisServer:
     """One redis-server process that a test may kill, pause, resume and restart."""
 
-    def __init__(self, directory: Path, *, cluster: bool = False, unix_socket: bool = False) -> None:
+    def __init__(
+        self, directory: Path, *, cluster: bool = False, unix_socket: bool = False, tls: tuple[Path, Path] | None = None
+    ) -> None:
         self.binary = require_redis()
         self.port = free_port()
         self.directory = directory
         self.cluster = cluster
         self.unix_socket = str(directory / f"redis-{self.port}.sock") if unix_socket else None
+        # (certificate, key): the server then speaks only TLS, on `port`.
+        self.tls = tls
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -110,10 +114,18 @@ class RedisServer:
             args += ["--cluster-node-timeout", "5000"]
         if self.unix_socket:
             args += ["--unixsocket", self.unix_socket, "--unixsocketperm", "700"]
+        if self.tls:
+            certificate, key = self.tls
+            args[1:3] = ["--port", "0", "--tls-port", str(self.port)]
+            args += ["--tls-cert-file", str(certificate), "--tls-key-file", str(key)]
+            args += ["--tls-ca-cert-file", str(certificate), "--tls-auth-clients", "no"]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while True:
             try:
+                if self.tls:
+                    with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                        return self
                 if self.command("PING") == "PONG":
                     return self
             except (OSError, RuntimeError):
@@ -219,6 +231,28 @@ def fresh_redis(redis_dir: Path) -> Iterator[RedisServer]:
     server = RedisServer(redis_dir).start()
     yield server
     server.resume()
+    server.kill()
+
+
+@pytest.fixture(scope="session")
+def tls_redis(redis_dir: Path) -> Iterator[RedisServer]:
+    """A redis-server speaking TLS with a self-signed certificate for 127.0.0.1 (skipped without openssl or
+    a redis-server built with TLS)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed")
+    certificate, key = redis_dir / "tls-cert.pem", redis_dir / "tls-key.pem"
+    request = [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"]
+    names = "subjectAltName=DNS:localhost,IP:127.0.0.1"
+    subprocess.run(
+        [*request, "-keyout", str(key), "-out", str(certificate), "-addext", names], check=True, capture_output=True
+    )
+    server = RedisServer(redis_dir, tls=(certificate, key))
+    try:
+        server.start()
+    except RuntimeError:
+        pytest.skip("this redis-server has no TLS support")
+    yield server
     server.kill()
 
 

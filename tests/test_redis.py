@@ -249,3 +249,13 @@ def test_readme_redis_block_runs_against_a_server(redis_server: RedisServer) -> 
         pytest.skip("README has no Redis example")
     block = text[start + len("```py\n") : text.index("```", start + 6)]
     exec(compile(block.replace("redis://localhost:6379/0", redis_server.url), "README.md", "exec"), {})
+
+
+def test_rediss_urls_speak_tls(tls_redis: RedisServer) -> None:
+    # The self-signed test certificate: "#insecure" skips verification, as redis-py's ssl_cert_reqs="none".
+    url = f"rediss://127.0.0.1:{tls_redis.port}/0#insecure"
+    limiter = Limiter("2/min", "gcra", url, key_prefix=prefix(), on_backend_error="deny")
+    assert [limiter.allow("k") for _ in range(3)] == [True, True, False]
+    assert limiter.stats()["backend_errors"] == 0
+    strict = Limiter("2/min", "gcra", f"rediss://127.0.0.1:{tls_redis.port}/0", key_prefix=prefix())
+    assert strict.allow("k") and strict.stats()["backend_errors"] == 1, "an unknown certificate is refused"

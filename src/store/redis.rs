@@ -431,6 +431,19 @@ impl RedisStore {
     }
 }
 
+struct ProbeGuard<'a> {
+    store: &'a RedisStore,
+    armed: bool,
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.store.breaker.lock().probing = false;
+        }
+    }
+}
+
 /// CRC16-XMODEM of the key's hash tag (or the whole key), modulo 16384: Redis Cluster's slot.
 pub fn cluster_slot(key: &str) -> u16 {
     let bytes = key.as_bytes();
@@ -699,6 +712,11 @@ impl RedisLimiter {
         if matches!(admit, Admit::No) {
             return Err(BackendError::Breaker);
         }
+        // A probe dropped half-way (its awaitable cancelled) must not leave the breaker waiting for it.
+        let _probe = ProbeGuard {
+            store: &self.store,
+            armed: matches!(admit, Admit::Probe),
+        };
         let result = self.run_admitted(limits, cost, mode).await;
         if result.is_ok() {
             self.store.succeeded();
