@@ -29,11 +29,24 @@ fn best_ns(limiter: &AnyLimiter, keys: &[String]) -> f64 {
 fn main() {
     let hot = vec!["203.0.113.7".to_owned()];
     let spread: Vec<String> = (0..100_000).map(|index| format!("user:{index}")).collect();
-    println!("{:<24} {:>10} {:>10}", "ns per hit (Rust only)", "1 hot key", "100k keys");
-    for name in ["gcra", "token_bucket", "leaky_bucket", "fixed_window", "sliding_window_counter", "sliding_window_log"]
-    {
+    println!(
+        "{:<24} {:>10} {:>10}",
+        "ns per hit (Rust only)", "1 hot key", "100k keys"
+    );
+    for name in [
+        "gcra",
+        "token_bucket",
+        "leaky_bucket",
+        "fixed_window",
+        "sliding_window_counter",
+        "sliding_window_log",
+    ] {
         let kind = AlgorithmKind::parse(name).unwrap();
         let limiter = AnyLimiter::new(kind, Clock::monotonic(), 1_000_000, OnFull::Allow);
-        println!("{name:<24} {:>10.0} {:>10.0}", best_ns(&limiter, &hot), best_ns(&limiter, &spread));
+        println!(
+            "{name:<24} {:>10.0} {:>10.0}",
+            best_ns(&limiter, &hot),
+            best_ns(&limiter, &spread)
+        );
     }
 }

@@ -115,7 +115,10 @@ impl<A: Algorithm> Limiter<A> {
             for &rate in *rates {
                 let key = self.store.key_hash(key, rate);
                 if !checks.iter().any(|check| check.key == key) {
-                    checks.push(Check { key, algorithm: A::new(rate) });
+                    checks.push(Check {
+                        key,
+                        algorithm: A::new(rate),
+                    });
                 }
             }
         }
