@@ -2,13 +2,14 @@
 RateLimitingMiddleware and no middleware, in one run.
 
 Two measures:
-- end to end: ``call_tool_mcp`` through the in-memory ``fastmcp.Client``, the variants taking turns
-  round after round, so that drift hits them alike; each variant's per-call time is that of its fastest
-  round (the least disturbed by anything else on the machine), and its overhead that time minus the one
-  of the server without middleware;
-- the hook alone: the middleware's ``on_request`` / ``on_call_tool`` awaited directly with a
-  ``tools/call`` context and a ``call_next`` that returns at once, which is the overhead without the noise
-  of a whole MCP round trip.
+- end to end: ``call_tool_mcp`` through the in-memory ``fastmcp.Client`` (legacy handshake), the variants
+  taking turns round after round; a variant's overhead is the median, over rounds, of its per-call time
+  minus that of the server without middleware in the same round (paired, so drift cancels out), and its
+  per-call time that of its fastest round. A whole MCP round trip costs hundreds of microseconds, so these
+  numbers carry a few microseconds of noise;
+- the hooks alone: inside a live ``tools/call`` request (so the identity lookups see what they would in
+  production), each middleware's ``on_request`` and ``on_call_tool`` are awaited around a ``call_next`` that
+  returns at once, on a legacy-handshake session and on a 2026-07-28 connection.
 
 Limits are set high enough that nothing is ever refused: this measures the cost of the check itself.
 Run: ``make bench`` (release build), or ``.venv/bin/python benches/mcp_bench.py [--quick]``.
@@ -18,13 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from typing import Any
 
 import fastmcp
-import mcp_types as mt
 from fastmcp import Client, FastMCP
 from fastmcp.server.middleware import Middleware, MiddlewareContext
 from fastmcp.server.middleware import rate_limiting as fastmcp_rate_limiting
@@ -59,13 +60,13 @@ def server(middleware: Middleware | None) -> FastMCP:
     return app
 
 
-async def end_to_end(rounds: int, calls: int) -> dict[str, float]:
-    """Seconds per call in each variant's fastest round."""
+async def end_to_end(rounds: int, calls: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Per variant: seconds per call in its fastest round, and its median paired overhead."""
     per_call: dict[str, list[float]] = {}
     clients = {name: Client(server(middleware), mode="legacy") for name, middleware in variants().items()}
-    for client in clients.values():
-        await client.__aenter__()
-    try:
+    async with AsyncExitStack() as stack:
+        for client in clients.values():
+            await stack.enter_async_context(client)
         for client in clients.values():  # warm up: schemas listed, code paths hot
             for _ in range(50):
                 await client.call_tool_mcp("search", {})
@@ -77,50 +78,69 @@ async def end_to_end(rounds: int, calls: int) -> dict[str, float]:
                 for _ in range(calls):
                     await client.call_tool_mcp("search", {})
                 per_call.setdefault(name, []).append((time.perf_counter() - start) / calls)
-    finally:
-        for client in clients.values():
-            await client.__aexit__(None, None, None)
-    return {name: min(times) for name, times in per_call.items()}
+    baseline = per_call["no middleware"]
+    overhead = {
+        name: statistics.median(t - b for t, b in zip(times, baseline, strict=True)) for name, times in per_call.items()
+    }
+    return {name: min(times) for name, times in per_call.items()}, overhead
 
 
-async def hook_alone(middleware: Middleware, calls: int) -> float:
-    """Seconds per awaited hook (on_request, then on_call_tool, as FastMCP chains them) around a no-op."""
-    context: MiddlewareContext[Any] = MiddlewareContext(
-        message=mt.CallToolRequestParams(name="search", arguments={}), method="tools/call"
-    )
+class HookTimer(Middleware):
+    """Times the other middlewares' hooks from inside a live tools/call request."""
 
-    async def call_next(context: MiddlewareContext[Any]) -> None:
-        return None
+    def __init__(self, middlewares: dict[str, Middleware], calls: int) -> None:
+        self.middlewares, self.calls = middlewares, calls
+        self.seconds: dict[str, float] = {}
 
-    async def typed(context: MiddlewareContext[Any]) -> Any:
-        return await middleware.on_call_tool(context, call_next)
+    async def on_call_tool(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
+        for name, middleware in self.middlewares.items():
+            self.seconds[name] = await self.time(middleware, context)
+        return await call_next(context)
 
-    hook: Callable[[], Awaitable[Any]] = lambda: middleware.on_request(context, typed)  # noqa: E731
-    for _ in range(1000):
-        await hook()
-    best = float("inf")
-    for _ in range(5):
-        start = time.perf_counter()
-        for _ in range(calls):
-            await hook()
-        best = min(best, (time.perf_counter() - start) / calls)
-    return best
+    async def time(self, middleware: Middleware, context: MiddlewareContext[Any]) -> float:
+        async def return_at_once(context: MiddlewareContext[Any]) -> None:
+            return None
+
+        done: Any = return_at_once
+
+        async def typed(context: MiddlewareContext[Any]) -> Any:
+            return await middleware.on_call_tool(context, done)
+
+        best = float("inf")
+        for _ in range(5):
+            start = time.perf_counter()
+            for _ in range(self.calls):
+                await middleware.on_request(context, typed)
+            best = min(best, (time.perf_counter() - start) / self.calls)
+        return best
+
+
+async def hooks_alone(mode: str, calls: int) -> dict[str, float]:
+    """Seconds per pass through each middleware's hooks, best of 5 runs of ``calls``."""
+    timer = HookTimer({name: mw for name, mw in variants().items() if mw is not None}, calls)
+    async with Client(server(timer), mode=mode) as client:
+        await client.call_tool_mcp("search", {})
+    return timer.seconds
 
 
 async def main(quick: bool) -> None:
     logging.getLogger("mcp").setLevel(logging.CRITICAL)
-    rounds, calls, hook_calls = (5, 100, 20_000) if quick else (40, 200, 200_000)
+    rounds, calls, hook_calls = (5, 100, 5_000) if quick else (40, 200, 50_000)
     print(f"ferrolimit {ferrolimit.__version__}, fastmcp {fastmcp.__version__}, Python {sys.version.split()[0]}")
     print(f"in-memory client, call_tool_mcp on a tool without arguments; {rounds} rounds of {calls} calls each\n")
-    results = await end_to_end(rounds, calls)
-    baseline = results["no middleware"]
-    hooks = {name: await hook_alone(mw, hook_calls) for name, mw in variants().items() if mw is not None}
-    print("| middleware | per call (µs) | overhead end to end (µs) | hook alone (µs) |")
-    print("|---|---:|---:|---:|")
-    for name, seconds in results.items():
-        overhead = "" if name == "no middleware" else f"{(seconds - baseline) * 1e6:+.1f}"
-        hook = f"{hooks[name] * 1e6:.2f}" if name in hooks else ""
-        print(f"| {name} | {seconds * 1e6:.1f} | {overhead} | {hook} |")
+    per_call, overhead = await end_to_end(rounds, calls)
+    legacy, modern = await hooks_alone("legacy", hook_calls), await hooks_alone("auto", hook_calls)
+    columns = ["per call (µs)", "overhead end to end (µs)", "hooks, legacy session (µs)", "hooks, 2026-07-28 (µs)"]
+    print("| middleware | " + " | ".join(columns) + " |")
+    print("|---|---:|---:|---:|---:|")
+    for name, seconds in per_call.items():
+        if name == "no middleware":
+            print(f"| {name} | {seconds * 1e6:.1f} | | | |")
+            continue
+        print(
+            f"| {name} | {seconds * 1e6:.1f} | {overhead[name] * 1e6:+.1f} | {legacy[name] * 1e6:.2f} "
+            f"| {modern[name] * 1e6:.2f} |"
+        )
 
 
 if __name__ == "__main__":

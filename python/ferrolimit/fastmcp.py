@@ -37,6 +37,7 @@ from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from fastmcp.server.middleware import rate_limiting as _fastmcp_rate_limiting
 from fastmcp.tools import ToolResult
 from mcp import MCPError
+from mcp.server.auth.middleware.auth_context import get_access_token as _sdk_access_token
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.requests import Request
 
@@ -140,12 +141,14 @@ class ClientIdentity:
         self._warned = False
 
     def __call__(self, context: MiddlewareContext[Any]) -> str:
-        token = get_access_token()
+        request = _http_request()
+        # FastMCP's get_access_token() looks for the HTTP request again; without one, only the SDK's
+        # context variable can hold a token, so read that directly.
+        token = get_access_token() if request is not None else _sdk_access_token()
         if token is not None:
             if token.subject and token.subject != token.client_id:
                 return f"token:{token.client_id}/{token.subject}"
             return f"token:{token.client_id}"
-        request = _http_request()
         if request is not None:
             if self._api_key_header is not None:
                 api_key = request.headers.get(self._api_key_header)
