@@ -47,13 +47,16 @@ format: ## format Rust and Python
 	$(VENV)/bin/ruff format python tests examples benches
 
 bench: release ## benchmarks against peer libraries (release build)
-	$(PIP) install -q limits fastapi-advanced-rate-limiter redis fastlimit fastapi-limiter
+	$(PIP) install -q limits fastapi-advanced-rate-limiter redis fastlimit fastapi-limiter slowapi
 	$(PY) benches/compare.py
 	$(PY) benches/mcp_bench.py
 	timeout 300 $(PY) benches/redis_bench.py
+	@command -v wrk >/dev/null || apt-get install -y -q wrk >/dev/null 2>&1 || echo "wrk is not installed: the HTTP bench uses its asyncio client"
+	timeout 600 $(PY) benches/http_bench.py
 
-demo: release ## build (release) and run the main example
+demo: release ## build (release), run the quickstart, then serve examples/fastapi_app.py and fire a burst at it
 	$(PY) examples/quickstart.py
+	timeout 60 $(PY) examples/fastapi_app.py
 
 clean: ## remove build products and the venv
 	cargo clean

@@ -14,6 +14,7 @@ __all__ = [
     "Limiter",
     "Quota",
     "__version__",
+    "_call_floor",
     "denied_body",
     "exceeded_detail",
     "parse_rates",

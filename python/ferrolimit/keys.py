@@ -24,17 +24,16 @@ logger = logging.getLogger("ferrolimit")
 NO_CLIENT = "<no-client>"
 """The key of requests whose client address cannot be resolved (no peer, or a trusted proxy sent garbage)."""
 
-Headers: TypeAlias = "Sequence[tuple[bytes, bytes]] | Mapping[str, str]"
-_Address: TypeAlias = "ipaddress.IPv4Address | ipaddress.IPv6Address"
-_Network: TypeAlias = "ipaddress.IPv4Network | ipaddress.IPv6Network"
+Headers: TypeAlias = Sequence[tuple[bytes, bytes]] | Mapping[str, str]
+_Address: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
+_Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # A header can hold thousands of hops; nobody runs more proxies than this in front of an app.
 _MAX_HOPS = 32
 _HEADER_NAMES = {"x-forwarded-for": b"x-forwarded-for", "forwarded": b"forwarded"}
 
 
-@lru_cache(maxsize=8192)
-def _parse_address(text: str) -> _Address | None:
+def _parse_address_uncached(text: str) -> _Address | None:
     """An address from a peer string or a proxy header entry (``1.2.3.4``, ``1.2.3.4:80``, ``[::1]:80``,
     ``"[::1]"``, ``fe80::1%eth0``), IPv4-mapped IPv6 folded to IPv4; None when it is not an address."""
     text = text.strip().strip('"').strip()
@@ -55,6 +54,9 @@ def _parse_address(text: str) -> _Address | None:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
+
+
+_parse_address = lru_cache(maxsize=8192)(_parse_address_uncached)
 
 
 def _network(item: str) -> _Network:
@@ -264,13 +266,15 @@ class ClientIdentifier:
             logger.debug("ferrolimit: request without a resolvable client address (peer %r)", peer)
 
 
-@lru_cache(maxsize=8192)
-def _group_ipv6(address: str, prefix: int) -> str:
+def _group_ipv6_uncached(address: str, prefix: int) -> str:
     parsed = _parse_address(address)
     if parsed is None or parsed.version == 4 or prefix >= 128:
         return address if parsed is None else str(parsed)
     network = ipaddress.IPv6Network((int(parsed) >> (128 - prefix) << (128 - prefix), prefix))
     return str(network)
+
+
+_group_ipv6 = lru_cache(maxsize=8192)(_group_ipv6_uncached)
 
 
 def matched_route(scope: Mapping[str, object]) -> object | None:

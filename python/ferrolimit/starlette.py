@@ -11,6 +11,7 @@ import enum
 import inspect
 import logging
 import re
+import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -55,7 +56,15 @@ _JSON = (b"content-type", b"application/json")
 _UNUSED_RATE = "1/s"
 
 
-class Algorithm(str, enum.Enum):
+if sys.version_info >= (3, 11):
+    from enum import StrEnum as _StrEnum
+else:  # pragma: no cover
+
+    class _StrEnum(str, enum.Enum):
+        pass
+
+
+class Algorithm(_StrEnum):
     """fastlimit's algorithm names, plus the others ferrolimit has.
 
     ``SLIDING_WINDOW`` is fastlimit's: it remembers every request's time (``"sliding_window_log"``);

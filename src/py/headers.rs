@@ -68,14 +68,22 @@ impl HeaderRenderer {
     /// `[(name, value), ...]` as lower-case bytes for an ASGI message. `Retry-After` only on a denial;
     /// `policy` names the limit in the IETF fields.
     #[pyo3(signature = (decision, policy = "default"))]
-    fn render<'py>(&self, py: Python<'py>, decision: &Bound<'py, Decision>, policy: &str) -> PyResult<Bound<'py, PyList>> {
+    fn render<'py>(
+        &self,
+        py: Python<'py>,
+        decision: &Bound<'py, Decision>,
+        policy: &str,
+    ) -> PyResult<Bound<'py, PyList>> {
         let decision = decision.get();
         let list = PyList::empty(py);
         for (field, name) in &self.fields {
             if let Some(value) = headers::value(*field, &decision.core, decision.now_ns, policy) {
                 let pair = PyTuple::new(
                     py,
-                    [name.bind(py).clone().into_any(), PyBytes::new(py, value.as_bytes()).into_any()],
+                    [
+                        name.bind(py).clone().into_any(),
+                        PyBytes::new(py, value.as_bytes()).into_any(),
+                    ],
                 )?;
                 list.append(pair)?;
             }

@@ -1,0 +1,259 @@
+"""HTTP throughput of a FastAPI hello endpoint: no limiter vs ferrolimit's middleware, an empty dependency vs
+ferrolimit's dependency, and slowapi and fastlimit (in-memory) on the same endpoint, all in one run.
+
+Each app runs under uvicorn (one worker, pinned to CPU 0 when there are two or more) and is loaded by `wrk`
+(pinned to CPU 1) over loopback keep-alive connections, or by a small asyncio client when `wrk` is missing.
+The apps take turns, round after round, and each one's median is reported, so drift hits all alike. The
+limits are set so high that nothing is refused: every request pays for the full allowed path (the check and
+its headers). `make bench` runs it; `python benches/http_bench.py --help` lists the knobs.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import Request, Response
+
+HUGE = "100000000/min"  # never reached within a run
+CONNECTIONS = 32
+
+
+def hello_app(dependencies: list[Any] | None = None) -> Any:
+    from fastapi import FastAPI
+
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+
+    @app.get("/hello", dependencies=dependencies or [])
+    async def hello() -> dict[str, str]:
+        return {"hello": "world"}
+
+    return app
+
+
+def app_plain() -> Any:
+    return hello_app()
+
+
+def app_middleware() -> Any:
+    from ferrolimit import RateLimitMiddleware
+
+    app = hello_app()
+    app.add_middleware(RateLimitMiddleware, limit=HUGE)
+    return app
+
+
+def app_empty_dependency() -> Any:
+    from fastapi import Depends
+
+    async def empty(request: Request, response: Response) -> None:
+        return None
+
+    return hello_app([Depends(empty)])
+
+
+def app_dependency() -> Any:
+    from ferrolimit import FastLimit, rate_limit
+
+    app = hello_app([rate_limit(HUGE)])
+    FastLimit(algorithm="gcra").init_app(app)
+    return app
+
+
+def app_slowapi() -> Any:
+    from fastapi import FastAPI
+    from slowapi import Limiter, _rate_limit_exceeded_handler
+    from slowapi.errors import RateLimitExceeded
+    from slowapi.util import get_remote_address
+
+    limiter = Limiter(key_func=get_remote_address, storage_uri="memory://")
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    app.state.limiter = limiter
+    app.add_exception_handler(RateLimitExceeded, _rate_limit_exceeded_handler)  # type: ignore[arg-type]
+
+    @app.get("/hello")
+    @limiter.limit("100000000/minute")
+    async def hello(request: Request) -> dict[str, str]:
+        return {"hello": "world"}
+
+    return app
+
+
+def app_fastlimit() -> Any:
+    from fastlimit import FastLimit, rate_limit
+
+    app = hello_app([rate_limit(HUGE)])
+    FastLimit().init_app(app)
+    return app
+
+
+# name -> (factory, what it is compared with, whether it needs a peer package)
+APPS: dict[str, tuple[Callable[[], Any], str | None, str | None]] = {
+    "no limiter": (app_plain, None, None),
+    "ferrolimit middleware": (app_middleware, "no limiter", None),
+    "empty dependency": (app_empty_dependency, "no limiter", None),
+    "ferrolimit dependency": (app_dependency, "empty dependency", None),
+    "slowapi (decorator)": (app_slowapi, "empty dependency", "slowapi"),
+    "fastlimit (dependency)": (app_fastlimit, "empty dependency", "fastlimit"),
+}
+GOALS = {"ferrolimit middleware": 0.97, "ferrolimit dependency": 0.95}
+
+
+def serve(name: str, port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(APPS[name][0](), host="127.0.0.1", port=port, log_level="error", access_log=False)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def pinned(cpu: int) -> list[str]:
+    return ["taskset", "-c", str(cpu)] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
+
+
+@contextlib.contextmanager
+def server(name: str) -> Any:
+    port = free_port()
+    command = [*pinned(0), sys.executable, __file__, "--serve", name, "--port", str(port)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{name}: the server did not start: {process.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+            time.sleep(0.05)
+        yield port
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def check(port: int, name: str) -> None:
+    """One request: must be a 200, with rate-limit headers when ferrolimit is in the app."""
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"GET /hello HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    head = reply.split(b"\r\n\r\n", 1)[0].decode("latin-1").lower()
+    assert head.startswith("http/1.1 200"), f"{name}: {head}"
+    assert "x-ratelimit-remaining" in head or not name.startswith("ferrolimit"), f"{name}: {head}"
+
+
+def load_wrk(port: int, seconds: float) -> tuple[float, int]:
+    output = subprocess.run(
+        [
+            *pinned(1),
+            "wrk",
+            "-t1",
+            f"-c{CONNECTIONS}",
+            f"-d{max(1, round(seconds))}s",
+            f"http://127.0.0.1:{port}/hello",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    return rate, int(errors.group(1)) if errors else 0
+
+
+def load_asyncio(port: int, seconds: float) -> tuple[float, int]:
+    request = b"GET /hello HTTP/1.1\r\nHost: bench\r\n\r\n"
+
+    async def connection(deadline: float, counts: list[int]) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while time.monotonic() < deadline:
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(re.search(rb"content-length: (\d+)", head.lower()).group(1))  # type: ignore[union-attr]
+            await reader.readexactly(length)
+            counts[0 if head.startswith(b"HTTP/1.1 200") else 1] += 1
+        writer.close()
+
+    async def run() -> tuple[float, int]:
+        counts = [0, 0]
+        start = time.monotonic()
+        await asyncio.gather(*(connection(start + seconds, counts) for _ in range(CONNECTIONS)))
+        return sum(counts) / (time.monotonic() - start), counts[1]
+
+    return asyncio.run(run())
+
+
+def available(package: str | None) -> bool:
+    if package is None:
+        return True
+    with contextlib.suppress(ImportError):
+        __import__(package)
+        return True
+    return False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=4.0, help="load per app per round (default 4)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds over all apps (default 3)")
+    parser.add_argument("--serve", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    options = parser.parse_args()
+    if options.serve:
+        serve(options.serve, options.port)
+        return
+
+    names = [name for name, (_, _, package) in APPS.items() if available(package)]
+    skipped = [name for name in APPS if name not in names]
+    load = load_wrk if shutil.which("wrk") else load_asyncio
+    generator = f"wrk -t1 -c{CONNECTIONS}" if load is load_wrk else f"asyncio client, {CONNECTIONS} connections"
+    print(f"HTTP bench: FastAPI GET /hello, uvicorn (1 worker) + {generator}, {options.seconds:g} s x {options.rounds}")
+    rates: dict[str, list[float]] = {name: [] for name in names}
+    for round_number in range(options.rounds):
+        for name in names:
+            with server(name) as port:
+                check(port, name)
+                load(port, 1.0)  # warm up
+                rate, errors = load(port, options.seconds)
+            assert errors == 0, f"{name}: {errors} responses were not 2xx"
+            rates[name].append(rate)
+            print(f"  round {round_number + 1}: {name:<24} {rate:>9,.0f} req/s", flush=True)
+
+    median = {name: statistics.median(values) for name, values in rates.items()}
+    print()
+    print(f"| {'app':<24} | {'req/s (median)':>14} | {'vs':<18} | {'ratio':>6} | goal   |")
+    print(f"|{'-' * 26}|{'-' * 16}|{'-' * 20}|{'-' * 8}|--------|")
+    for name in names:
+        baseline = APPS[name][1]
+        ratio = f"{median[name] / median[baseline]:.3f}" if baseline in median else ""
+        goal = f">={GOALS[name]:.2f}" if name in GOALS else ""
+        if name in GOALS and baseline in median:
+            goal += " ok" if median[name] / median[baseline] >= GOALS[name] else " MISS"
+        print(f"| {name:<24} | {median[name]:>14,.0f} | {baseline or '':<18} | {ratio:>6} | {goal:<6} |")
+    if "ferrolimit dependency" in median:
+        for peer in ("slowapi (decorator)", "fastlimit (dependency)"):
+            if peer in median:
+                print(f"ferrolimit dependency / {peer}: {median['ferrolimit dependency'] / median[peer]:.2f}x")
+    for name in skipped:
+        print(f"skipped {name}: {APPS[name][2]} is not installed")
+
+
+if __name__ == "__main__":
+    main()
