@@ -182,6 +182,19 @@ def test_drop_in_matches_fastmcp_step_for_step(
         assert mine == theirs  # word for word, client names included
 
 
+def test_concurrent_calls_never_pass_more_than_the_burst(clock: FakeClock) -> None:
+    middleware = ours.RateLimitingMiddleware(1, 10, get_client_id=fixed_id, clock=clock)
+
+    async def scenario() -> list[Outcome]:
+        async with Client(echo_server(middleware), mode="legacy") as client:  # 1
+            await client.call_tool_mcp("render", {})  # 2 more: the call and the listing of tools
+            return await asyncio.gather(*(outcome(client.call_tool_mcp("render", {})) for _ in range(30)))
+
+    outcomes = asyncio.run(scenario())
+    assert outcomes.count("ok") == 7
+    assert outcomes.count((-32000, "Rate limit exceeded for client: agent-7")) == 23
+
+
 def test_over_the_limit_errors_carry_retry_after(clock: FakeClock) -> None:
     middleware = ours.RateLimitingMiddleware(2, 4, get_client_id=fixed_id, clock=clock)
 
