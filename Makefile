@@ -49,7 +49,7 @@ format: ## format Rust and Python
 bench: release ## benchmarks against peer libraries (release build)
 	$(PIP) install -q limits fastapi-advanced-rate-limiter redis fastlimit fastapi-limiter slowapi
 	$(PY) benches/compare.py
-	$(PY) benches/mcp_bench.py
+	timeout 600 $(PY) benches/mcp_bench.py
 	timeout 300 $(PY) benches/redis_bench.py
 	@command -v wrk >/dev/null || apt-get install -y -q wrk >/dev/null 2>&1 || echo "wrk is not installed: the HTTP bench uses its asyncio client"
 	timeout 600 $(PY) benches/http_bench.py
