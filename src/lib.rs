@@ -20,7 +20,7 @@ mod _core {
     use crate::py::{__version__, _call_floor, parse_rates, ConcurrencyLimiter, Decision, FakeClock, Limiter, Quota};
 
     #[pymodule_export]
-    use crate::py::{denied_body, exceeded_detail, retry_after_s, HeaderRenderer};
+    use crate::py::{decision_from, denied_body, exceeded_detail, retry_after_s, HeaderRenderer};
 
     #[pymodule_init]
     fn init(module: &Bound<'_, PyModule>) -> PyResult<()> {

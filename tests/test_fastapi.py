@@ -13,10 +13,12 @@ from fastapi.testclient import TestClient
 
 from ferrolimit import (
     Algorithm,
+    BucketConfig,
     FakeClock,
     FastLimit,
     FastLimitNotInitialized,
     HeaderConfig,
+    Limiter,
     MissingUserID,
     RateLimitExceeded,
     limit,
@@ -504,8 +506,13 @@ def test_header_names_ietf_fields_and_disabling(clock: FakeClock) -> None:
     assert not [k for k in denied.headers if "ratelimit" in k or k == "retry-after"]
 
 
+def algorithm_of(limiter: FastLimit) -> str:
+    assert isinstance(limiter.limiter, Limiter)
+    return limiter.limiter.algorithm
+
+
 def test_algorithm_names_map_to_the_core() -> None:
-    assert FastLimit().limiter.algorithm == "sliding_window_log", "fastlimit's default tracks exact timestamps"
+    assert algorithm_of(FastLimit()) == "sliding_window_log", "fastlimit's default tracks exact timestamps"
     expected = {
         Algorithm.SLIDING_WINDOW: "sliding_window_log",
         Algorithm.FIXED_WINDOW: "fixed_window",
@@ -515,8 +522,8 @@ def test_algorithm_names_map_to_the_core() -> None:
         Algorithm.SLIDING_WINDOW_COUNTER: "sliding_window_counter",
     }
     for algorithm, native in expected.items():
-        assert FastLimit(algorithm=algorithm).limiter.algorithm == native
-    assert FastLimit(algorithm="token_bucket").limiter.algorithm == "token_bucket"
+        assert algorithm_of(FastLimit(algorithm=algorithm)) == native
+    assert algorithm_of(FastLimit(algorithm="token_bucket")) == "token_bucket"
     assert Algorithm.SLIDING_WINDOW.value == "sliding_window" and str(Algorithm.GCRA) == "gcra"
     assert Algorithm("token_bucket") is Algorithm.TOKEN_BUCKET
     with pytest.raises(ValueError, match='unknown algorithm "tokenbucket"'):
@@ -541,7 +548,7 @@ def test_configuration_errors_name_the_problem() -> None:
     with pytest.raises(ValueError, match="'nonsense' is not an IP address or network"):
         FastLimit(exempt_ips={"nonsense"})
     with pytest.raises(TypeError, match=r"backend must be a ferrolimit\.Limiter"):
-        FastLimit(backend=object())  # type: ignore[arg-type]
+        FastLimit(backend=object())
 
 
 def test_without_init_app_the_error_says_so() -> None:
@@ -570,3 +577,63 @@ def test_fastlimit_readme_example_runs_unchanged(clock: FakeClock) -> None:
     client = TestClient(app)
     statuses = [client.post("/upload").status_code for _ in range(11)]
     assert statuses == [200] * 10 + [429]
+
+
+class CountingBackend:
+    """A fastlimit-style custom backend: a fixed window kept in a dict, on the test's clock."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.counts: dict[tuple[str, int], int] = {}
+        self.calls: list[tuple[str, int, int, int]] = []
+
+    async def check_and_increment(self, key: str, bucket: BucketConfig, cost: int) -> Any:
+        from types import SimpleNamespace
+
+        self.calls.append((key, bucket.limit, bucket.window_sec, cost))
+        window = int(self.clock.now() // bucket.window_sec)
+        reset_ms = (window + 1) * bucket.window_sec * 1000
+        used = self.counts.get((key, window), 0)
+        if used + cost > bucket.limit:
+            retry_after_ms = reset_ms - int(self.clock.now() * 1000)
+            return SimpleNamespace(
+                allowed=False, limit=bucket.limit, remaining=0, reset_ms=reset_ms, retry_after_ms=retry_after_ms
+            )
+        self.counts[(key, window)] = used + cost
+        return SimpleNamespace(
+            allowed=True, limit=bucket.limit, remaining=bucket.limit - used - cost, reset_ms=reset_ms
+        )
+
+
+def test_a_custom_fastlimit_backend_gets_the_same_headers(clock: FakeClock) -> None:
+    backend = CountingBackend(clock)
+    app = make_app(FastLimit(backend=backend, clock=clock))
+
+    @app.get("/", dependencies=[rate_limit(rule(ip="2/min", name="root"))])
+    async def root() -> dict[str, bool]:
+        return {"ok": True}
+
+    client = TestClient(app)
+    responses = [client.get("/") for _ in range(3)]
+    assert [limits(r) for r in responses] == [
+        (200, "2", "1", str(T0 + 60), None),
+        (200, "2", "0", str(T0 + 60), None),
+        (429, "2", "0", str(T0 + 60), "60"),
+    ]
+    assert backend.calls[0] == ("ferrolimit:root:ip:testclient", 2, 60, 1)
+
+
+def test_fastlimit_rule_objects_with_bucket_configs(clock: FakeClock) -> None:
+    from ferrolimit import RateLimitRule
+
+    app = make_app(FastLimit(clock=clock))
+    upload = RateLimitRule(name="upload", ip_limit=BucketConfig(window_sec=60, limit=2))
+
+    @app.get("/", dependencies=[rate_limit(upload)])
+    async def root() -> dict[str, bool]:
+        return {"ok": True}
+
+    client = TestClient(app)
+    assert [client.get("/").status_code for _ in range(3)] == [200, 200, 429]
+    with pytest.raises(ValueError, match="window_sec must be positive, got 0"):
+        BucketConfig(window_sec=0, limit=1)

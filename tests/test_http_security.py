@@ -8,7 +8,7 @@ import random
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from ferrolimit import FakeClock, FastLimit, RateLimitMiddleware, rate_limit
+from ferrolimit import FakeClock, FastLimit, Limiter, RateLimitMiddleware, rate_limit
 from ferrolimit.keys import _group_ipv6, _parse_address
 
 
@@ -120,7 +120,9 @@ def test_100k_requests_with_random_forwarded_for_and_paths_stay_bounded() -> Non
 
     asyncio.run(flood())
     assert sum(statuses.values()) == 100_000 and set(statuses) <= {200, 429}
-    assert len(middleware.limiter) <= max_keys, "the store holds at most max_keys keys"
-    assert middleware.limiter.stats()["store_full"] > 0, "new keys beyond the cap were let through untracked"
+    store = middleware.limiter
+    assert isinstance(store, Limiter)
+    assert len(store) <= max_keys, "the store holds at most max_keys keys"
+    assert store.stats()["store_full"] > 0, "new keys beyond the cap were let through untracked"
     assert set(middleware.stats()) == {"default", "/items/{item_id}"}, "counts are per rule, never per key or path"
     assert _parse_address.cache_info().currsize <= 8192 and _group_ipv6.cache_info().currsize <= 8192

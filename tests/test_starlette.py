@@ -15,7 +15,7 @@ from starlette.testclient import TestClient, WebSocketDenialResponse
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ferrolimit import FakeClock, HeaderConfig, RateLimitExceeded, RateLimitMiddleware, WebSocketRateLimit
+from ferrolimit import FakeClock, HeaderConfig, Limiter, RateLimitExceeded, RateLimitMiddleware, WebSocketRateLimit
 from tests.conftest import TIME_ALGORITHMS
 
 T0 = 1_700_000_040
@@ -145,6 +145,7 @@ def test_websocket_without_the_http_response_extension_is_closed_1008(clock: Fak
         raise AssertionError("a refused connection must not reach the app")
 
     middleware = RateLimitMiddleware(never, limit="1/min", clock=clock)
+    assert isinstance(middleware.limiter, Limiter)
     middleware.limiter.hit_many([("ferrolimit:default:198.51.100.1", "1/min")])
     sent: list[dict[str, object]] = []
 

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     )
     from ferrolimit.starlette import (
         Algorithm,
+        BucketConfig,
         HeaderConfig,
         RateLimitExceeded,
         RateLimitMiddleware,
@@ -52,7 +53,14 @@ _LAZY = {
         "ferrolimit.fastapi",
     ),
     **dict.fromkeys(
-        ["Algorithm", "HeaderConfig", "RateLimitExceeded", "RateLimitMiddleware", "WebSocketRateLimit"],
+        [
+            "Algorithm",
+            "BucketConfig",
+            "HeaderConfig",
+            "RateLimitExceeded",
+            "RateLimitMiddleware",
+            "WebSocketRateLimit",
+        ],
         "ferrolimit.starlette",
     ),
 }
@@ -69,6 +77,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "Algorithm",
+    "BucketConfig",
     "ClientIdentifier",
     "ConcurrencyLimiter",
     "CostExceedsLimitError",

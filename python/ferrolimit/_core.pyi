@@ -15,6 +15,7 @@ __all__ = [
     "Quota",
     "__version__",
     "_call_floor",
+    "decision_from",
     "denied_body",
     "exceeded_detail",
     "parse_rates",
@@ -109,6 +110,12 @@ def retry_after_s(decision: Decision) -> int:
 
 def exceeded_detail(decision: Decision) -> str:
     """``"Rate limit exceeded: 10 per 1 minute"``, naming the limit that bound the decision."""
+
+def decision_from(
+    *, allowed: bool, limit: int, remaining: int, reset_after: float, retry_after: float, window: float, now: float
+) -> Decision:
+    """A ``Decision`` from numbers a limiter written in Python reported (a custom ``backend=``), so it gets the
+    same headers and body. Times are seconds (rounded up to the nanosecond); ``now`` is seconds since the epoch."""
 
 def denied_body(decision: Decision) -> bytes:
     """The JSON body of a 429: ``{"detail":"Rate limit exceeded: 10 per 1 minute","retry_after":60}``."""

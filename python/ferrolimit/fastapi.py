@@ -35,6 +35,7 @@ from ferrolimit.starlette import (
     _ENGINE,
     _PENDING,
     Algorithm,
+    BucketConfig,
     ErrorHandler,
     HeaderConfig,
     KeyFunc,
@@ -51,6 +52,7 @@ from ferrolimit.starlette import (
 
 __all__ = [
     "Algorithm",
+    "BucketConfig",
     "FastLimit",
     "FastLimitNotInitialized",
     "HeaderConfig",
@@ -93,7 +95,8 @@ class FastLimit(_Engine):
     """The limiter of a FastAPI app; attach it with ``init_app(app)``.
 
     ``redis_url`` selects the Redis store (``storage=``, e.g. ``"memory://"``, is the general form);
-    ``backend`` is a ready ``ferrolimit.Limiter`` to use instead. ``algorithm`` is an ``Algorithm`` or its
+    ``backend`` is a ready ``ferrolimit.Limiter`` to use instead, or a fastlimit-style backend (an object with
+    ``async check_and_increment(key, bucket, cost)``; see ``BackendLimiter``). ``algorithm`` is an ``Algorithm`` or its
     name. ``user_id_func(request)`` (sync or async) names the caller for ``user=`` limits; a falsy result
     means anonymous. ``exempt_ips`` takes addresses and networks. ``trusted_proxies`` is a hop count or a
     list of proxy addresses/networks (see ``ferrolimit.keys.ClientIdentifier``). ``dry_run`` refuses
@@ -105,7 +108,7 @@ class FastLimit(_Engine):
         self,
         *,
         redis_url: str | None = None,
-        backend: Limiter | None = None,
+        backend: Limiter | Any = None,
         algorithm: Algorithm | str = Algorithm.SLIDING_WINDOW,
         user_id_func: UserIdFunc | None = None,
         headers: HeaderConfig | None = None,
@@ -202,14 +205,26 @@ class FastLimit(_Engine):
 
 @dataclass(frozen=True)
 class RateLimitRule:
-    """A limit: ``ip`` for anonymous callers (or by ``key``), ``user`` for callers ``user_id_func`` names."""
+    """A limit: ``ip`` for anonymous callers (or by ``key``), ``user`` for callers ``user_id_func`` names.
+    The limits are ``Quota``s; fastlimit's ``BucketConfig(window_sec, limit)`` is taken too."""
 
     name: str | None
-    ip_limit: Quota | None = None
-    user_limit: Quota | None = None
+    ip_limit: Quota | BucketConfig | None = None
+    user_limit: Quota | BucketConfig | None = None
     cost: int = 1
     key: KeyFunc | None = None
     dry_run: bool | None = None
+
+    def __post_init__(self) -> None:
+        for field in ("ip_limit", "user_limit"):
+            value = getattr(self, field)
+            if isinstance(value, BucketConfig):
+                object.__setattr__(self, field, Quota.per(value.limit, value.window_sec))
+            elif value is not None and not isinstance(value, Quota):
+                raise TypeError(f"{field} must be a Quota or a BucketConfig, not {type(value).__name__}")
+        if self.ip_limit is None and self.user_limit is None:
+            raise ValueError("At least one of 'ip_limit' or 'user_limit' must be set.")
+        _check_cost(self.cost, [quota for quota in (self.ip_limit, self.user_limit) if isinstance(quota, Quota)])
 
 
 def rule(
@@ -320,6 +335,7 @@ class RateLimit:
         prefix = engine.key_prefix
         if limit_rule.user_limit is not None:
             if user_id:
+                assert isinstance(limit_rule.user_limit, Quota)
                 return f"{prefix}:{name}:user:{user_id}", limit_rule.user_limit
             if engine.user_id_func is None and limit_rule.ip_limit is None:
                 raise MissingUserID(name)
@@ -329,7 +345,7 @@ class RateLimit:
                 client_key = f"key:{custom}"
         # An anonymous caller of a user-only limit is limited by address at the user rate.
         quota = limit_rule.ip_limit or limit_rule.user_limit
-        assert quota is not None
+        assert isinstance(quota, Quota)  # a BucketConfig became a Quota in RateLimitRule.__post_init__
         return f"{prefix}:{name}:ip:{client_key}", quota
 
 

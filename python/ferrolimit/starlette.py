@@ -12,6 +12,7 @@ import inspect
 import logging
 import re
 import sys
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -28,6 +29,7 @@ from ferrolimit._core import (
     HeaderRenderer,
     Limiter,
     Quota,
+    decision_from,
     denied_body,
     exceeded_detail,
     retry_after_s,
@@ -36,6 +38,8 @@ from ferrolimit.keys import ClientIdentifier, IPSet
 
 __all__ = [
     "Algorithm",
+    "BackendLimiter",
+    "BucketConfig",
     "HeaderConfig",
     "RateLimitExceeded",
     "RateLimitMiddleware",
@@ -167,14 +171,12 @@ class RateLimitExceeded(HTTPException):
 ErrorHandler: TypeAlias = Callable[[Request, RateLimitExceeded], Response | Awaitable[Response]]
 
 
-async def _decide(limiter: Limiter, limits: list[tuple[str, Quota]], cost: int) -> Decision:
-    """The one place this layer asks the limiter: every limit of a request in one atomic call."""
-    if _ASYNC_LIMITER and limiter.is_remote:  # type: ignore[attr-defined,unused-ignore]
-        return await limiter.hit_many_async(limits, cost)  # type: ignore[attr-defined,no-any-return,unused-ignore]
+async def _decide(limiter: Limiter | BackendLimiter, limits: list[tuple[str, Quota]], cost: int) -> Decision:
+    """The one place this layer asks the limiter: every limit of a request in one atomic call, awaited when the
+    store is remote (Redis, a custom backend) and called directly in memory, where it never blocks."""
+    if limiter.is_remote:
+        return await limiter.hit_many_async(limits, cost)
     return limiter.hit_many(limits, cost)
-
-
-_ASYNC_LIMITER = hasattr(Limiter, "hit_many_async") and hasattr(Limiter, "is_remote")
 
 
 async def _maybe_await(value: Any) -> Any:
@@ -265,6 +267,66 @@ def _check_cost(cost: int, quotas: Iterable[Quota | None]) -> int:
     return cost
 
 
+@dataclass(frozen=True)
+class BucketConfig:
+    """fastlimit's ``BucketConfig``: ``limit`` requests per ``window_sec`` seconds (what a custom backend gets)."""
+
+    window_sec: int
+    limit: int
+
+    def __post_init__(self) -> None:
+        if self.window_sec <= 0:
+            raise ValueError(f"window_sec must be positive, got {self.window_sec}")
+        if self.limit <= 0:
+            raise ValueError(f"limit must be positive, got {self.limit}")
+
+
+class BackendLimiter:
+    """Runs limits on a fastlimit-style backend: an object with
+    ``async check_and_increment(key, bucket: BucketConfig, cost)`` returning ``allowed``, ``limit``,
+    ``remaining``, ``reset_ms`` (epoch milliseconds) and ``retry_after_ms``.
+
+    Such a backend sees one rate at a time, so several rates are not all-or-nothing there: a request refused
+    by one rate has already been counted by the rates before it. Use ferrolimit's stores for that.
+    """
+
+    is_remote = True
+
+    def __init__(self, backend: Any, *, clock: FakeClock | None = None) -> None:
+        if not callable(getattr(backend, "check_and_increment", None)):
+            raise TypeError(
+                "backend must be a ferrolimit.Limiter or have async check_and_increment(key, bucket, cost), "
+                f"not {type(backend).__name__}"
+            )
+        self.backend = backend
+        self._now = clock.now if clock is not None else time.time
+
+    async def hit_many_async(self, limits: Sequence[tuple[str, Quota]], cost: int = 1) -> Decision:
+        tightest: Decision | None = None
+        for key, quota in limits:
+            for limit, window in quota.rates:
+                result = await self.backend.check_and_increment(key, BucketConfig(max(1, round(window)), limit), cost)
+                now = self._now()
+                decision = decision_from(
+                    allowed=bool(result.allowed),
+                    limit=int(result.limit),
+                    remaining=max(0, int(result.remaining)),
+                    reset_after=max(0.0, result.reset_ms / 1000 - now),
+                    retry_after=max(0.0, getattr(result, "retry_after_ms", 0) / 1000),
+                    window=window,
+                    now=now,
+                )
+                if tightest is None or _tighter(decision, tightest):
+                    tightest = decision
+                if not decision.allowed:
+                    return decision
+        assert tightest is not None, "at least one limit"
+        return tightest
+
+    def hit_many(self, limits: Sequence[tuple[str, Quota]], cost: int = 1) -> Decision:
+        raise TypeError("a custom backend is async: use hit_many_async")
+
+
 class _Engine:
     """Configuration and state shared by every check of one limiter: the native limiter, client resolution,
     exemptions, header names, dry run, error handler and per-name counts."""
@@ -274,7 +336,7 @@ class _Engine:
         *,
         algorithm: Algorithm | str = Algorithm.SLIDING_WINDOW,
         storage: str = "memory://",
-        backend: Limiter | None = None,
+        backend: Limiter | Any = None,
         key_prefix: str = "ferrolimit",
         headers: HeaderConfig | None = None,
         exempt_ips: Iterable[str] | None = None,
@@ -286,12 +348,11 @@ class _Engine:
         clock: FakeClock | None = None,
         max_keys: int = 1_000_000,
     ) -> None:
-        if backend is not None:
-            if not isinstance(backend, Limiter):
-                raise TypeError(
-                    f"backend must be a ferrolimit.Limiter (any algorithm and storage), not {type(backend).__name__}"
-                )
+        self.limiter: Limiter | BackendLimiter
+        if isinstance(backend, Limiter):
             self.limiter = backend
+        elif backend is not None:
+            self.limiter = BackendLimiter(backend, clock=clock)
         else:
             self.limiter = Limiter(_UNUSED_RATE, native_algorithm(algorithm), storage, clock=clock, max_keys=max_keys)
         if not isinstance(key_prefix, str):
@@ -407,7 +468,7 @@ class RateLimitMiddleware:
         limiter: _Engine | None = None,
         algorithm: Algorithm | str = Algorithm.GCRA,
         storage: str = "memory://",
-        backend: Limiter | None = None,
+        backend: Limiter | Any = None,
         key_prefix: str = "ferrolimit",
         headers: HeaderConfig | None = None,
         exempt_ips: Iterable[str] | None = None,
@@ -467,8 +528,8 @@ class RateLimitMiddleware:
         return self.engine.stats()
 
     @property
-    def limiter(self) -> Limiter:
-        """The native limiter (its ``len()`` is the number of keys held)."""
+    def limiter(self) -> Limiter | BackendLimiter:
+        """The limiter (a native one's ``len()`` is the number of keys held)."""
         return self.engine.limiter
 
     def _rules_for(self, path: str) -> list[_Rule] | None:

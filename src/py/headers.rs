@@ -5,6 +5,7 @@ use pyo3::types::{PyBytes, PyList, PyTuple};
 
 use super::errors::Error;
 use super::Decision;
+use crate::decision;
 use crate::headers::{self, Field};
 
 /// Renders the rate-limit fields of a decision under configured names.
@@ -118,4 +119,44 @@ pub fn exceeded_detail(decision: &Bound<'_, Decision>) -> String {
 #[pyfunction]
 pub fn denied_body<'py>(py: Python<'py>, decision: &Bound<'py, Decision>) -> Bound<'py, PyBytes> {
     PyBytes::new(py, headers::denied_body(&decision.get().core).as_bytes())
+}
+
+fn duration_ns(seconds: f64, what: &str) -> PyResult<u64> {
+    if seconds.is_finite() && (0.0..1e10).contains(&seconds) {
+        Ok((seconds * 1e9).ceil() as u64)
+    } else {
+        Err(Error::Value(format!(
+            "{what} must be a number of seconds from 0 to 1e10, got {seconds}"
+        ))
+        .into())
+    }
+}
+
+/// A `Decision` from numbers a limiter written in Python reported (a custom `backend=`), so it gets the
+/// same headers and body. Times are seconds; `now` is seconds since the epoch.
+#[pyfunction]
+#[pyo3(signature = (*, allowed, limit, remaining, reset_after, retry_after, window, now))]
+#[allow(clippy::too_many_arguments)]
+pub fn decision_from(
+    allowed: bool,
+    limit: u64,
+    remaining: u64,
+    reset_after: f64,
+    retry_after: f64,
+    window: f64,
+    now: f64,
+) -> PyResult<Decision> {
+    let core = decision::Decision {
+        allowed,
+        limit,
+        remaining,
+        reset_after_ns: duration_ns(reset_after, "reset_after")?,
+        retry_after_ns: if allowed {
+            0
+        } else {
+            duration_ns(retry_after, "retry_after")?
+        },
+        period_ns: duration_ns(window, "window")?,
+    };
+    Ok(Decision::from_core(core, duration_ns(now, "now")?))
 }

@@ -18,7 +18,7 @@ use crate::store::redis::{Mode, RedisLimiter};
 
 pub use errors::CostExceedsLimitError;
 use errors::{Error, Result};
-pub use headers::{denied_body, exceeded_detail, retry_after_s, HeaderRenderer};
+pub use headers::{decision_from, denied_body, exceeded_detail, retry_after_s, HeaderRenderer};
 
 const NANOS: f64 = 1e9;
 
