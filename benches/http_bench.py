@@ -3,9 +3,10 @@ ferrolimit's dependency, and slowapi and fastlimit (in-memory) on the same endpo
 
 Each app runs under uvicorn (one worker, pinned to CPU 0 when there are two or more) and is loaded by `wrk`
 (pinned to CPU 1) over loopback keep-alive connections, or by a small asyncio client when `wrk` is missing.
-The apps take turns, round after round, and each one's median is reported, so drift hits all alike. The
-limits are set so high that nothing is refused: every request pays for the full allowed path (the check and
-its headers). `make bench` runs it; `python benches/http_bench.py --help` lists the knobs.
+All the servers start first; then the apps take turns, round after round, and each one's median is
+reported, so drift hits all alike. Besides requests per second, the server's own CPU time per request is
+read from /proc: on a busy machine it is the steadier number. The limits are set so high that nothing is
+refused: every request pays for the full allowed path (the check and its headers). `make bench` runs it; `python benches/http_bench.py --help` lists the knobs.
 """
 
 import argparse
@@ -137,7 +138,7 @@ def server(name: str) -> Any:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{name}: the server did not start: {process.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
             time.sleep(0.05)
-        yield port
+        yield port, process.pid
     finally:
         process.terminate()
         try:
@@ -159,7 +160,8 @@ def check(port: int, name: str) -> None:
     assert "x-ratelimit-remaining" in head or not name.startswith("ferrolimit"), f"{name}: {head}"
 
 
-def load_wrk(port: int, seconds: float) -> tuple[float, int]:
+def load_wrk(port: int, seconds: float) -> tuple[int, float, int]:
+    """(requests answered, seconds, non-2xx answers)"""
     output = subprocess.run(
         [
             *pinned(1),
@@ -173,12 +175,15 @@ def load_wrk(port: int, seconds: float) -> tuple[float, int]:
         text=True,
         check=True,
     ).stdout
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    done = re.search(r"(\d+) requests in ([\d.]+)(m?s)", output)
+    assert done is not None, output
+    elapsed = float(done.group(2)) / (1000 if done.group(3) == "ms" else 1)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    return rate, int(errors.group(1)) if errors else 0
+    return int(done.group(1)), elapsed, int(errors.group(1)) if errors else 0
 
 
-def load_asyncio(port: int, seconds: float) -> tuple[float, int]:
+def load_asyncio(port: int, seconds: float) -> tuple[int, float, int]:
+    """(requests answered, seconds, non-2xx answers)"""
     request = b"GET /hello HTTP/1.1\r\nHost: bench\r\n\r\n"
 
     async def connection(deadline: float, counts: list[int]) -> None:
@@ -191,13 +196,23 @@ def load_asyncio(port: int, seconds: float) -> tuple[float, int]:
             counts[0 if head.startswith(b"HTTP/1.1 200") else 1] += 1
         writer.close()
 
-    async def run() -> tuple[float, int]:
+    async def run() -> tuple[int, float, int]:
         counts = [0, 0]
         start = time.monotonic()
         await asyncio.gather(*(connection(start + seconds, counts) for _ in range(CONNECTIONS)))
-        return sum(counts) / (time.monotonic() - start), counts[1]
+        return sum(counts), time.monotonic() - start, counts[1]
 
     return asyncio.run(run())
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux), or 0 where /proc is missing."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def available(package: str | None) -> bool:
@@ -211,8 +226,8 @@ def available(package: str | None) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=4.0, help="load per app per round (default 4)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds over all apps (default 3)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="load per app per round (default 3)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds over all apps (default 5)")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     options = parser.parse_args()
@@ -226,31 +241,56 @@ def main() -> None:
     generator = f"wrk -t1 -c{CONNECTIONS}" if load is load_wrk else f"asyncio client, {CONNECTIONS} connections"
     print(f"HTTP bench: FastAPI GET /hello, uvicorn (1 worker) + {generator}, {options.seconds:g} s x {options.rounds}")
     rates: dict[str, list[float]] = {name: [] for name in names}
-    for round_number in range(options.rounds):
-        for name in names:
-            with server(name) as port:
-                check(port, name)
-                load(port, 1.0)  # warm up
-                rate, errors = load(port, options.seconds)
-            assert errors == 0, f"{name}: {errors} responses were not 2xx"
-            rates[name].append(rate)
-            print(f"  round {round_number + 1}: {name:<24} {rate:>9,.0f} req/s", flush=True)
+    cpu_us: dict[str, list[float]] = {name: [] for name in names}
+    with contextlib.ExitStack() as servers:
+        running = {name: servers.enter_context(server(name)) for name in names}
+        for name, (port, _) in running.items():
+            check(port, name)
+            load(port, 1.0)  # warm up
+        for round_number in range(options.rounds):
+            for name, (port, pid) in running.items():
+                cpu_before = cpu_seconds(pid)
+                requests, elapsed, errors = load(port, options.seconds)
+                cpu = cpu_seconds(pid) - cpu_before
+                assert errors == 0, f"{name}: {errors} responses were not 2xx"
+                rates[name].append(requests / elapsed)
+                cpu_us[name].append(cpu / requests * 1e6)
+                print(
+                    f"  round {round_number + 1}: {name:<24} {requests / elapsed:>7,.0f} req/s "
+                    f"{cpu / requests * 1e6:>6.1f} us CPU/request",
+                    flush=True,
+                )
 
-    median = {name: statistics.median(values) for name, values in rates.items()}
+    rate = {name: statistics.median(values) for name, values in rates.items()}
+    cost = {name: statistics.median(values) for name, values in cpu_us.items()}
     print()
-    print(f"| {'app':<24} | {'req/s (median)':>14} | {'vs':<18} | {'ratio':>6} | goal   |")
-    print(f"|{'-' * 26}|{'-' * 16}|{'-' * 20}|{'-' * 8}|--------|")
+    print("Medians. `ratio` is throughput over the baseline's; `CPU ratio` is the baseline's server CPU time per")
+    print("request over this app's (the throughput one core would reach; steadier when the machine is busy).")
+    print()
+    print(
+        f"| {'app':<24} | {'req/s':>7} | {'CPU us/req':>10} | {'vs':<18} | {'ratio':>6} | {'CPU ratio':>9} | goal       |"
+    )
+    print(f"|{'-' * 26}|{'-' * 9}|{'-' * 12}|{'-' * 20}|{'-' * 8}|{'-' * 11}|------------|")
     for name in names:
         baseline = APPS[name][1]
-        ratio = f"{median[name] / median[baseline]:.3f}" if baseline in median else ""
-        goal = f">={GOALS[name]:.2f}" if name in GOALS else ""
-        if name in GOALS and baseline in median:
-            goal += " ok" if median[name] / median[baseline] >= GOALS[name] else " MISS"
-        print(f"| {name:<24} | {median[name]:>14,.0f} | {baseline or '':<18} | {ratio:>6} | {goal:<6} |")
-    if "ferrolimit dependency" in median:
+        ratio = cpu_ratio = goal = ""
+        if baseline in rate:
+            ratio = f"{rate[name] / rate[baseline]:.3f}"
+            cpu_ratio = f"{cost[baseline] / cost[name]:.3f}" if cost[name] else ""
+        if name in GOALS and baseline in rate:
+            met = rate[name] / rate[baseline] >= GOALS[name]
+            goal = f">= {GOALS[name]:.2f} {'ok' if met else 'MISS'}"
+        print(
+            f"| {name:<24} | {rate[name]:>7,.0f} | {cost[name]:>10.1f} | {baseline or '':<18} | {ratio:>6} "
+            f"| {cpu_ratio:>9} | {goal:<10} |"
+        )
+    if "ferrolimit dependency" in rate:
         for peer in ("slowapi (decorator)", "fastlimit (dependency)"):
-            if peer in median:
-                print(f"ferrolimit dependency / {peer}: {median['ferrolimit dependency'] / median[peer]:.2f}x")
+            if peer in rate:
+                print(
+                    f"ferrolimit dependency vs {peer}: {rate['ferrolimit dependency'] / rate[peer]:.2f}x throughput, "
+                    f"{cost[peer] / cost['ferrolimit dependency']:.2f}x less CPU per request"
+                )
     for name in skipped:
         print(f"skipped {name}: {APPS[name][2]} is not installed")
 

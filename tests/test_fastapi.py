@@ -620,7 +620,7 @@ def test_a_custom_fastlimit_backend_gets_the_same_headers(clock: FakeClock) -> N
         (200, "2", "0", str(T0 + 60), None),
         (429, "2", "0", str(T0 + 60), "60"),
     ]
-    assert backend.calls[0] == ("ferrolimit:root:ip:testclient", 2, 60, 1)
+    assert backend.calls[0] == ("root:ip:testclient", 2, 60, 1), "keys as fastlimit gives them to a backend"
 
 
 def test_fastlimit_rule_objects_with_bucket_configs(clock: FakeClock) -> None:

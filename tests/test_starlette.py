@@ -146,7 +146,7 @@ def test_websocket_without_the_http_response_extension_is_closed_1008(clock: Fak
 
     middleware = RateLimitMiddleware(never, limit="1/min", clock=clock)
     assert isinstance(middleware.limiter, Limiter)
-    middleware.limiter.hit_many([("ferrolimit:default:198.51.100.1", "1/min")])
+    middleware.limiter.hit_many([("default:198.51.100.1", "1/min")])
     sent: list[dict[str, object]] = []
 
     async def receive() -> dict[str, object]:

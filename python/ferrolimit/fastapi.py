@@ -144,7 +144,7 @@ class FastLimit(_Engine):
             raise TypeError("user_id_func must be a callable taking the request")
         self.user_id_func = user_id_func
         self._route_names: dict[int, tuple[object, str]] = {}
-        self._route_limits: dict[int, tuple[object, tuple[RateLimit, ...]]] = {}
+        self._route_limits: dict[int, tuple[object, tuple[tuple[RateLimit, ...], str]]] = {}
 
     def init_app(self, app: FastAPI) -> None:
         """Attaches this limiter to ``app``: its 429 handler, the layer that writes headers on every response
@@ -184,19 +184,21 @@ class FastLimit(_Engine):
         self._route_names[id(route)] = (route, name)
         return name
 
-    def route_limits(self, scope: Scope) -> "tuple[RateLimit, ...]":
-        """Every rate-limit dependency of the matched route (app, router, route and nested ones), in order."""
+    def route_limits(self, scope: Scope) -> "tuple[tuple[RateLimit, ...], str]":
+        """Every rate-limit dependency of the matched route (app, router, route and nested ones), in order, and
+        the route's name for unnamed limits."""
         route = matched_route(scope)
-        dependant = getattr(route, "dependant", None)
-        if not isinstance(dependant, Dependant):
-            return ()
         cached = self._route_limits.get(id(route))
         if cached is not None and cached[0] is route:
             return cached[1]
         found: list[RateLimit] = []
-        _collect(dependant, found)
-        self._route_limits[id(route)] = (route, tuple(found))
-        return tuple(found)
+        dependant = getattr(route, "dependant", None)
+        if isinstance(dependant, Dependant):
+            _collect(dependant, found)
+        info = (tuple(found), self.route_name(scope))
+        if route is not None:
+            self._route_limits[id(route)] = (route, info)
+        return info
 
     async def check(self, request: Request, response: Response, rule: "RateLimitRule") -> None:
         """Applies ``rule`` to ``request`` as the dependency does (fastlimit's ``check``)."""
@@ -267,10 +269,13 @@ def rule(
 class RateLimit:
     """The FastAPI dependency that applies one ``RateLimitRule``; ``rate_limit()`` wraps it in ``Depends``."""
 
-    __slots__ = ("rule",)
+    __slots__ = ("_plain", "rule")
 
     def __init__(self, rule: RateLimitRule) -> None:
         self.rule = rule
+        # By address, at one rate, enforced: the common case, checked without the general machinery.
+        plain = rule.user_limit is None and rule.key is None and rule.dry_run is not True
+        self._plain = rule.ip_limit if plain and isinstance(rule.ip_limit, Quota) else None
 
     def __repr__(self) -> str:
         return f"RateLimit({self.rule!r})"
@@ -283,13 +288,29 @@ class RateLimit:
         engine = scope.get(_ENGINE)
         if engine is None:
             engine = get_limiter(request)
-        group = engine.route_limits(scope)
+        group, route_name = engine.route_limits(scope)
         if self not in group:
             group = (self,)
-        scope[_CHECKED] = group
         address, client_key = engine.client(scope)
         if engine.exempt and engine.is_exempt(address):
             return
+        pending = scope.get(_PENDING)
+        plain = self._plain
+        if (
+            plain is not None
+            and len(group) == 1
+            and pending is not None
+            and not (engine.dry_run and self.rule.dry_run is None)
+        ):
+            limit_rule = self.rule
+            name = limit_rule.name or route_name
+            key = f"{name}:ip:{client_key}"
+            decision = await _decide(engine.limiter, [(key, plain)], limit_rule.cost)
+            pending.offer(decision, engine.renderer, name)
+            if engine.settle(decision, engine.counts(name), False, name, key):
+                raise RateLimitExceeded.from_decision(decision, name)
+            return
+        scope[_CHECKED] = group
         user_id = None
         if engine.user_id_func is not None and any(dep.rule.user_limit is not None for dep in group):
             user_id = await _maybe_await(engine.user_id_func(request))
@@ -299,13 +320,12 @@ class RateLimit:
         trials: list[tuple[int, str, str, Quota]] = []
         for dep in group:
             limit_rule = dep.rule
-            name = limit_rule.name or engine.route_name(scope)
+            name = limit_rule.name or route_name
             key, quota = await dep._limit(engine, request, name, client_key, user_id)
             if engine.dry_run if limit_rule.dry_run is None else limit_rule.dry_run:
                 trials.append((limit_rule.cost, name, key, quota))
             else:
                 enforced.setdefault(limit_rule.cost, []).append((name, key, quota))
-        pending = scope.get(_PENDING)
         shown = pending if pending is not None else _Pending()
         for cost, name, key, quota in trials:
             decision = await _decide(engine.limiter, [(key, quota)], cost)
@@ -332,11 +352,10 @@ class RateLimit:
     ) -> tuple[str, Quota]:
         """The (key, rate) this rule charges for ``request``."""
         limit_rule = self.rule
-        prefix = engine.key_prefix
         if limit_rule.user_limit is not None:
             if user_id:
                 assert isinstance(limit_rule.user_limit, Quota)
-                return f"{prefix}:{name}:user:{user_id}", limit_rule.user_limit
+                return f"{name}:user:{user_id}", limit_rule.user_limit
             if engine.user_id_func is None and limit_rule.ip_limit is None:
                 raise MissingUserID(name)
         if limit_rule.key is not None:
@@ -346,7 +365,7 @@ class RateLimit:
         # An anonymous caller of a user-only limit is limited by address at the user rate.
         quota = limit_rule.ip_limit or limit_rule.user_limit
         assert isinstance(quota, Quota)  # a BucketConfig became a Quota in RateLimitRule.__post_init__
-        return f"{prefix}:{name}:ip:{client_key}", quota
+        return f"{name}:ip:{client_key}", quota
 
 
 def _binding_name(limits: list[tuple[str, str, Quota]], decision: Decision) -> str:

@@ -354,9 +354,16 @@ class _Engine:
         elif backend is not None:
             self.limiter = BackendLimiter(backend, clock=clock)
         else:
-            self.limiter = Limiter(_UNUSED_RATE, native_algorithm(algorithm), storage, clock=clock, max_keys=max_keys)
-        if not isinstance(key_prefix, str):
-            raise TypeError(f"key_prefix must be a str, not {type(key_prefix).__name__}")
+            if not isinstance(key_prefix, str):
+                raise TypeError(f"key_prefix must be a str, not {type(key_prefix).__name__}")
+            self.limiter = Limiter(
+                _UNUSED_RATE,
+                native_algorithm(algorithm),
+                storage,
+                clock=clock,
+                max_keys=max_keys,
+                key_prefix=f"{key_prefix}:" if key_prefix else "",
+            )
         self.key_prefix = key_prefix
         self.header_config = headers if headers is not None else HeaderConfig()
         self.renderer = self.header_config.renderer()
@@ -514,6 +521,7 @@ class RateLimitMiddleware:
             else:
                 self._exact[pattern] = rule
         self._has_rules = bool(self._exact or self._patterns)
+        self._default_only = [self._default] if self._default is not None else []
         self._cost = _check_cost(cost, [rule.quota for rule in self._all_rules()])
         self._key = key
         self._websocket = websocket
@@ -535,7 +543,7 @@ class RateLimitMiddleware:
     def _rules_for(self, path: str) -> list[_Rule] | None:
         """The rules that apply to ``path``; None when the path is exempt."""
         if not self._has_rules:
-            return [self._default] if self._default is not None else []
+            return self._default_only
         path_rule: _Rule | None
         if path in self._exact:
             path_rule = self._exact[path]
@@ -575,8 +583,7 @@ class RateLimitMiddleware:
             )
             if custom is not None:
                 client_key = f"key:{custom}"
-        prefix = engine.key_prefix
-        limits = [(f"{prefix}:{rule.name}:{client_key}", rule.quota) for rule in rules]
+        limits = [(f"{rule.name}:{client_key}", rule.quota) for rule in rules]
         decision = await _decide(engine.limiter, limits, self._cost)
         rule = rules[0] if len(rules) == 1 else self._binding(rules, decision)
         refuse = engine.settle(decision, self._counts[rule.name], engine.dry_run, rule.name, client_key)
@@ -666,9 +673,7 @@ class WebSocketRateLimit:
             custom = await _maybe_await(self._key(websocket))
             if custom is not None:
                 client_key = f"key:{custom}"
-        decision = await _decide(
-            self.engine.limiter, [(f"{self.engine.key_prefix}:{self.name}:{client_key}", self.quota)], cost
-        )
+        decision = await _decide(self.engine.limiter, [(f"{self.name}:{client_key}", self.quota)], cost)
         self.engine.settle(decision, self._counts, False, self.name, client_key)
         return decision
 
