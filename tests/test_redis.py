@@ -6,6 +6,7 @@ The algorithm suite itself runs on Redis and on a cluster through ``make_limiter
 from __future__ import annotations
 
 import asyncio
+import gc
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ferrolimit import FakeClock, Limiter, Quota, TokenBucketLimiter
+from ferrolimit import CostExceedsLimitError, Decision, FakeClock, Limiter, Quota, TokenBucketLimiter
 from tests.conftest import TIME_ALGORITHMS
 from tests.redis_server import RedisCluster, RedisServer
 
@@ -259,3 +260,81 @@ def test_rediss_urls_speak_tls(tls_redis: RedisServer) -> None:
     assert limiter.stats()["backend_errors"] == 0
     strict = Limiter("2/min", "gcra", f"rediss://127.0.0.1:{tls_redis.port}/0", key_prefix=prefix())
     assert strict.allow("k") and strict.stats()["backend_errors"] == 1, "an unknown certificate is refused"
+
+
+def test_thousands_of_concurrent_awaits_decide_exactly(redis_server: RedisServer) -> None:
+    limiter = Limiter("1000/hour", "gcra", redis_server.url, key_prefix=prefix(), timeout_ms=5_000)
+    many = Limiter("1000/hour", "sliding_window_log", redis_server.url, key_prefix=prefix(), timeout_ms=5_000)
+
+    async def main() -> tuple[list[bool], list[Decision], list[Decision]]:
+        allowed = await asyncio.gather(*(limiter.allow_async("hot") for _ in range(2_000)))
+        decisions = await asyncio.gather(*(limiter.hit_async(f"k{index}") for index in range(300)))
+        combined = await asyncio.gather(*(many.hit_many_async([("a", None), ("b", "10/min")]) for _ in range(25)))
+        return allowed, decisions, combined
+
+    allowed, decisions, combined = asyncio.run(main())
+    assert allowed.count(True) == 1_000 and allowed.count(False) == 1_000
+    assert all(type(decision) is Decision and decision.remaining == 999 for decision in decisions)
+    assert [decision.allowed for decision in combined].count(True) == 10
+    assert sorted(decision.remaining for decision in combined if decision.allowed) == list(range(10))
+    assert limiter.stats()["fallbacks"] == 0 and many.stats()["fallbacks"] == 0
+
+
+def test_a_cancelled_await_does_not_disturb_the_next_ones(redis_server: RedisServer) -> None:
+    limiter = Limiter("100/hour", "fixed_window", redis_server.url, key_prefix=prefix(), timeout_ms=5_000)
+
+    async def main() -> tuple[list[bool], Decision]:
+        redis_server.command("CLIENT", "PAUSE", "150", "WRITE")
+        doomed = [asyncio.ensure_future(limiter.hit_async("k")) for _ in range(5)]
+        await asyncio.sleep(0.01)
+        for task in doomed:
+            task.cancel()
+        cancelled = [task.cancelled() for task in doomed]
+        with pytest.raises(asyncio.CancelledError):
+            await doomed[0]
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(limiter.hit_async("k"), 0.01)
+        later = await asyncio.gather(*(limiter.allow_async("k") for _ in range(10)))
+        return [*cancelled, *later], await limiter.peek_async("k")
+
+    results, peeked = asyncio.run(main())
+    assert all(results)
+    # The cancelled calls still ran on Redis (their results were dropped): 5 + 1 + 10 hits.
+    assert peeked.remaining == 100 - 16
+
+
+def test_the_async_methods_work_on_one_event_loop_after_another(redis_server: RedisServer) -> None:
+    limiter = Limiter("10/min", "token_bucket", redis_server.url, key_prefix=prefix())
+
+    async def main() -> list[int]:
+        decisions = await asyncio.gather(limiter.hit_async("k"), limiter.hit_async("k"))
+        assert await limiter._ping_async()
+        with pytest.raises(CostExceedsLimitError):
+            await limiter.hit_async("k", cost=11)
+        return sorted(decision.remaining for decision in decisions)
+
+    assert asyncio.run(main()) == [8, 9]
+    assert asyncio.run(main()) == [6, 7]
+    loop = asyncio.new_event_loop()
+    try:
+        assert loop.run_until_complete(main()) == [4, 5]
+        assert asyncio.run(main()) == [2, 3], "another loop while the first is still open"
+        assert loop.run_until_complete(main()) == [0, 1]
+    finally:
+        loop.close()
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts open files through /proc")
+def test_event_loops_that_are_gone_leave_no_open_files(redis_server: RedisServer) -> None:
+    limiter = Limiter("1000/min", "gcra", redis_server.url, key_prefix=prefix())
+
+    async def main() -> bool:
+        return await limiter.allow_async("k")
+
+    assert asyncio.run(main())
+    gc.collect()
+    before = len(list(Path("/proc/self/fd").iterdir()))
+    for _ in range(30):
+        assert asyncio.run(main())
+    gc.collect()
+    assert len(list(Path("/proc/self/fd").iterdir())) <= before + 2

@@ -1,5 +1,6 @@
 //! Python bindings: the only code besides `lib.rs` that uses pyo3.
 
+mod bridge;
 mod errors;
 mod headers;
 mod remote;

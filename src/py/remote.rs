@@ -9,6 +9,7 @@ use pyo3::exceptions::PyStopIteration;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use super::bridge::{self, Done};
 use super::errors::{Error, Result};
 use super::{positive, quota_of, Decision, Limiter};
 use crate::limiter::{AlgorithmKind, AnyLimiter};
@@ -135,24 +136,12 @@ fn decide_later<'py>(
     as_bool: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let remote = Arc::clone(remote);
-    pyo3_async_runtimes::tokio::future_into_py(py, async move {
-        let outcome = remote
-            .decide(&borrowed(&limits), cost, mode)
-            .await
-            .map_err(Error::from)?;
-        Python::attach(|py| {
-            if as_bool {
-                Ok(outcome
-                    .decision
-                    .allowed
-                    .into_pyobject(py)?
-                    .to_owned()
-                    .into_any()
-                    .unbind())
-            } else {
-                Ok(Py::new(py, Decision::from_core(outcome.decision, outcome.now_ns))?.into_any())
-            }
-        })
+    bridge::spawn(py, async move {
+        match remote.decide(&borrowed(&limits), cost, mode).await {
+            Ok(outcome) if as_bool => Done::Bool(outcome.decision.allowed),
+            Ok(outcome) => Done::Decision(Decision::from_core(outcome.decision, outcome.now_ns)),
+            Err(error) => Done::Failed(Error::from(error)),
+        }
     })
 }
 
@@ -315,7 +304,7 @@ impl Limiter {
             return ready(py, false.into_pyobject(py)?.to_owned().into_any());
         };
         let remote = Arc::clone(remote);
-        pyo3_async_runtimes::tokio::future_into_py(py, async move { Ok(remote.store().ping().await.is_ok()) })
+        bridge::spawn(py, async move { Done::Bool(remote.store().ping().await.is_ok()) })
     }
 
     /// `reset` as an awaitable.
@@ -326,9 +315,9 @@ impl Limiter {
         };
         let remote = Arc::clone(remote);
         let rates = self.quota.rates.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        bridge::spawn(py, async move {
             remote.reset(&key, &rates).await;
-            Ok(())
+            Done::Unit
         })
     }
 }
