@@ -291,7 +291,12 @@ class RateLimit:
         group, route_name = engine.route_limits(scope)
         if self not in group:
             group = (self,)
-        address, client_key = engine.client(scope)
+        client = scope.get("client")
+        peer = client[0] if client else None
+        if engine.direct_peers and peer and ":" not in peer:
+            address = client_key = peer  # an IPv4 peer and no proxy: nothing to resolve
+        else:
+            address, client_key = engine.identifier.resolve(peer, scope.get("headers") or ())
         if engine.exempt and engine.is_exempt(address):
             return
         pending = scope.get(_PENDING)
@@ -307,9 +312,11 @@ class RateLimit:
             key = f"{name}:ip:{client_key}"
             decision = await _decide(engine.limiter, [(key, plain)], limit_rule.cost)
             pending.offer(decision, engine.renderer, name)
-            if engine.settle(decision, engine.counts(name), False, name, key):
-                raise RateLimitExceeded.from_decision(decision, name)
-            return
+            if decision.allowed:
+                engine.counts(name).allowed += 1
+                return
+            engine.settle(decision, engine.counts(name), False, name, key)
+            raise RateLimitExceeded.from_decision(decision, name)
         scope[_CHECKED] = group
         user_id = None
         if engine.user_id_func is not None and any(dep.rule.user_limit is not None for dep in group):

@@ -56,7 +56,7 @@ _PENDING = "ferrolimit.pending"
 _ENGINE = "ferrolimit"
 _START_MESSAGES = frozenset({"http.response.start", "websocket.accept", "websocket.http.response.start"})
 _JSON = (b"content-type", b"application/json")
-# A placeholder quota for the native limiter: every check names its own rates.
+# The native limiter's own rate when it has none to use: every check names its rates.
 _UNUSED_RATE = "1/s"
 
 
@@ -171,11 +171,14 @@ class RateLimitExceeded(HTTPException):
 ErrorHandler: TypeAlias = Callable[[Request, RateLimitExceeded], Response | Awaitable[Response]]
 
 
-async def _decide(limiter: Limiter | BackendLimiter, limits: list[tuple[str, Quota]], cost: int) -> Decision:
+async def _decide(limiter: Limiter | BackendLimiter, limits: Sequence[tuple[str, Quota | None]], cost: int) -> Decision:
     """The one place this layer asks the limiter: every limit of a request in one atomic call, awaited when the
-    store is remote (Redis, a custom backend) and called directly in memory, where it never blocks."""
+    store is remote (Redis, a custom backend) and called directly in memory, where it never blocks. A rate of
+    None is the limiter's own."""
     if limiter.is_remote:
         return await limiter.hit_many_async(limits, cost)
+    if len(limits) == 1 and limits[0][1] is None:
+        return limiter.hit(limits[0][0], cost)  # the same check, without building the list natively
     return limiter.hit_many(limits, cost)
 
 
@@ -215,8 +218,8 @@ class _Pending:
 
 def _send_with_headers(send: Send, pending: _Pending) -> Send:
     async def send_with_headers(message: Message) -> None:
-        if message["type"] in _START_MESSAGES and pending.decision is not None:
-            extra = pending.render()
+        if message["type"] in _START_MESSAGES and pending.renderer is not None:
+            extra = pending.renderer.render(pending.decision, pending.policy)  # type: ignore[arg-type]
             if extra:
                 headers = list(message.get("headers") or ())
                 if message.get("status", 200) >= 400:  # an error handler may have set its own
@@ -301,9 +304,11 @@ class BackendLimiter:
         self.backend = backend
         self._now = clock.now if clock is not None else time.time
 
-    async def hit_many_async(self, limits: Sequence[tuple[str, Quota]], cost: int = 1) -> Decision:
+    async def hit_many_async(self, limits: Sequence[tuple[str, Quota | None]], cost: int = 1) -> Decision:
         tightest: Decision | None = None
         for key, quota in limits:
+            if quota is None:
+                raise ValueError("a custom backend needs every limit's rate")
             for limit, window in quota.rates:
                 result = await self.backend.check_and_increment(key, BucketConfig(max(1, round(window)), limit), cost)
                 now = self._now()
@@ -323,7 +328,10 @@ class BackendLimiter:
         assert tightest is not None, "at least one limit"
         return tightest
 
-    def hit_many(self, limits: Sequence[tuple[str, Quota]], cost: int = 1) -> Decision:
+    def hit_many(self, limits: Sequence[tuple[str, Quota | None]], cost: int = 1) -> Decision:
+        raise TypeError("a custom backend is async: use hit_many_async")
+
+    def hit(self, key: str, cost: int = 1) -> Decision:
         raise TypeError("a custom backend is async: use hit_many_async")
 
 
@@ -347,6 +355,7 @@ class _Engine:
         error_handler: ErrorHandler | None = None,
         clock: FakeClock | None = None,
         max_keys: int = 1_000_000,
+        rate: Quota | None = None,
     ) -> None:
         self.limiter: Limiter | BackendLimiter
         if isinstance(backend, Limiter):
@@ -357,7 +366,7 @@ class _Engine:
             if not isinstance(key_prefix, str):
                 raise TypeError(f"key_prefix must be a str, not {type(key_prefix).__name__}")
             self.limiter = Limiter(
-                _UNUSED_RATE,
+                rate or _UNUSED_RATE,
                 native_algorithm(algorithm),
                 storage,
                 clock=clock,
@@ -368,6 +377,7 @@ class _Engine:
         self.header_config = headers if headers is not None else HeaderConfig()
         self.renderer = self.header_config.renderer()
         self.identifier = ClientIdentifier(trusted_proxies, ipv6_prefix, proxy_header=proxy_header)
+        self.direct_peers = not self.identifier.reads_headers
         self.exempt = IPSet(exempt_ips or ())
         self.dry_run = bool(dry_run)
         if error_handler is not None and not callable(error_handler):
@@ -507,6 +517,7 @@ class RateLimitMiddleware:
                 error_handler=error_handler,
                 clock=clock,
                 max_keys=max_keys,
+                rate=_quota(limit, "limit"),
             )
         default = _quota(limit, "limit")
         self._default = _Rule(name, default, None) if default is not None else None
@@ -526,6 +537,12 @@ class RateLimitMiddleware:
         self._key = key
         self._websocket = websocket
         self._counts = {rule.name: self.engine.counts(rule.name) for rule in self._all_rules()}
+        engine = self.engine
+        simple = not self._has_rules and key is None and not engine.exempt and not engine.identifier.reads_headers
+        self._fast = self._default if simple and not engine.dry_run else None
+        self._fast_counts = self._counts[name] if self._fast is not None else _Counts()
+        own_rate = isinstance(engine.limiter, Limiter) and engine.limiter.quota == default
+        self._fast_rate = None if own_rate else default
 
     def _all_rules(self) -> list[_Rule]:
         rules = [self._default] + list(self._exact.values()) + [rule for _, rule in self._patterns]
@@ -568,23 +585,47 @@ class RateLimitMiddleware:
         if scope_type != "http" and (scope_type != "websocket" or not self._websocket):
             await self.app(scope, receive, send)
             return
-        rules = self._rules_for(scope["path"])
-        if not rules:
-            await self.app(scope, receive, send)
-            return
         engine = self.engine
-        address, client_key = engine.client(scope)
+        fast = self._fast
+        if fast is not None and scope_type == "http":
+            # One app-wide limit by address, no proxy, no exemptions: the common case, in a straight line.
+            client = scope.get("client")
+            peer = client[0] if client else None
+            client_key = peer if peer and ":" not in peer else engine.client(scope)[1]
+            decision = await _decide(engine.limiter, [(fast.name + ":" + client_key, self._fast_rate)], self._cost)
+            if decision.allowed:
+                self._fast_counts.allowed += 1
+                pending = scope.get(_PENDING)
+                if pending is None:
+                    pending = scope[_PENDING] = _Pending()
+                    pending.decision, pending.renderer, pending.policy = decision, engine.renderer, fast.name
+                    send = _send_with_headers(send, pending)
+                else:
+                    pending.offer(decision, engine.renderer, fast.name)
+                await self.app(scope, receive, send)
+                return
+            rules = self._default_only
+        else:
+            matched = self._rules_for(scope["path"])
+            if not matched:
+                await self.app(scope, receive, send)
+                return
+            address, client_key = engine.client(scope)
+            if engine.exempt and engine.is_exempt(address):
+                await self.app(scope, receive, send)
+                return
+            if self._key is not None:
+                custom = await _maybe_await(
+                    self._key(Request(scope) if scope_type == "http" else WebSocket(scope, receive, send))
+                )
+                if custom is not None:
+                    client_key = f"key:{custom}"
+            rules = matched
+            limits = [(f"{rule.name}:{client_key}", rule.quota) for rule in rules]
+            decision = await _decide(engine.limiter, limits, self._cost)
         if engine.exempt and engine.is_exempt(address):
             await self.app(scope, receive, send)
             return
-        if self._key is not None:
-            custom = await _maybe_await(
-                self._key(Request(scope) if scope_type == "http" else WebSocket(scope, receive, send))
-            )
-            if custom is not None:
-                client_key = f"key:{custom}"
-        limits = [(f"{rule.name}:{client_key}", rule.quota) for rule in rules]
-        decision = await _decide(engine.limiter, limits, self._cost)
         rule = rules[0] if len(rules) == 1 else self._binding(rules, decision)
         refuse = engine.settle(decision, self._counts[rule.name], engine.dry_run, rule.name, client_key)
         pending, send = _attach(scope, send)
