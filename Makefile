@@ -47,7 +47,7 @@ format: ## format Rust and Python
 	$(VENV)/bin/ruff format python tests examples benches
 
 bench: release ## benchmarks against peer libraries (release build)
-	$(PIP) install -q limits fastapi-advanced-rate-limiter redis fastlimit fastapi-limiter slowapi
+	$(PIP) install -q limits fastapi-advanced-rate-limiter redis fastlimit fastapi-limiter slowapi httptools uvloop
 	$(PY) benches/compare.py
 	timeout 600 $(PY) benches/mcp_bench.py
 	timeout 300 $(PY) benches/redis_bench.py

@@ -201,10 +201,12 @@ class _Pending:
 
     __slots__ = ("decision", "policy", "renderer")
 
-    def __init__(self) -> None:
-        self.decision: Decision | None = None
-        self.renderer: HeaderRenderer | None = None
-        self.policy = "default"
+    def __init__(
+        self, decision: Decision | None = None, renderer: HeaderRenderer | None = None, policy: str = "default"
+    ) -> None:
+        self.decision = decision
+        self.renderer = renderer
+        self.policy = policy
 
     def offer(self, decision: Decision, renderer: HeaderRenderer, policy: str) -> None:
         if self.decision is None or _tighter(decision, self.decision):
@@ -220,12 +222,11 @@ def _send_with_headers(send: Send, pending: _Pending) -> Send:
     async def send_with_headers(message: Message) -> None:
         if message["type"] in _START_MESSAGES and pending.renderer is not None:
             extra = pending.renderer.render(pending.decision, pending.policy)  # type: ignore[arg-type]
-            if extra:
-                headers = list(message.get("headers") or ())
-                if message.get("status", 200) >= 400:  # an error handler may have set its own
-                    present = {bytes(name).lower() for name, _ in headers}
-                    extra = [pair for pair in extra if pair[0] not in present]
-                message["headers"] = headers + extra
+            headers = message.get("headers") or ()
+            if message.get("status", 200) >= 400:  # an error handler may have set its own
+                present = {bytes(name).lower() for name, _ in headers}
+                extra = [pair for pair in extra if pair[0] not in present]
+            message["headers"] = [*headers, *extra]
         await send(message)
 
     return send_with_headers
@@ -543,6 +544,7 @@ class RateLimitMiddleware:
         self._fast_counts = self._counts[name] if self._fast is not None else _Counts()
         own_rate = isinstance(engine.limiter, Limiter) and engine.limiter.quota == default
         self._fast_rate = None if own_rate else default
+        self._fast_prefix = f"{name}:"
 
     def _all_rules(self) -> list[_Rule]:
         rules = [self._default] + list(self._exact.values()) + [rule for _, rule in self._patterns]
@@ -592,13 +594,12 @@ class RateLimitMiddleware:
             client = scope.get("client")
             peer = client[0] if client else None
             client_key = peer if peer and ":" not in peer else engine.client(scope)[1]
-            decision = await _decide(engine.limiter, [(fast.name + ":" + client_key, self._fast_rate)], self._cost)
+            decision = await _decide(engine.limiter, [(self._fast_prefix + client_key, self._fast_rate)], self._cost)
             if decision.allowed:
                 self._fast_counts.allowed += 1
                 pending = scope.get(_PENDING)
                 if pending is None:
-                    pending = scope[_PENDING] = _Pending()
-                    pending.decision, pending.renderer, pending.policy = decision, engine.renderer, fast.name
+                    pending = scope[_PENDING] = _Pending(decision, engine.renderer, fast.name)
                     send = _send_with_headers(send, pending)
                 else:
                     pending.offer(decision, engine.renderer, fast.name)
