@@ -580,8 +580,17 @@ impl RedisLimiter {
         )
     }
 
-    /// The Redis key of `key` under `rate`.
+    /// The Redis key of `key` under `rate`. The key is the cluster hash tag, so `{`, `}` (and `%`, to keep
+    /// the escape one-to-one) are percent-escaped: a route template such as `/users/{id}` must not cut the
+    /// tag short and put every client of the route in one slot.
     pub fn key_name(&self, key: &str, rate: Rate) -> String {
+        let escaped;
+        let key = if key.bytes().any(|byte| matches!(byte, b'{' | b'}' | b'%')) {
+            escaped = key.replace('%', "%25").replace('{', "%7B").replace('}', "%7D");
+            escaped.as_str()
+        } else {
+            key
+        };
         let digest;
         let key = if key.len() > MAX_KEY_BYTES {
             digest = format!("sha1:{}", sha1_smol::Sha1::from(key).digest());
@@ -941,6 +950,14 @@ mod tests {
         );
         let rate = crate::rate::parse_rates("10/min").unwrap()[0];
         assert_eq!(limiter.key_name("user:1", rate), "p:gcra:{user:1}:10:60000000");
+        let route = |ip: &str| limiter.key_name(&format!("GET /users/{{id}}:ip:{ip}"), rate);
+        assert_eq!(route("1"), "p:gcra:{GET /users/%7Bid%7D:ip:1}:10:60000000");
+        assert_ne!(
+            cluster_slot(&route("1")),
+            cluster_slot(&route("2")),
+            "clients of one route spread over slots"
+        );
+        assert_ne!(limiter.key_name("a{b", rate), limiter.key_name("a%7Bb", rate));
         let long = "x".repeat(10_000);
         assert!(limiter.key_name(&long, rate).len() < 100);
     }
