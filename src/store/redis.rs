@@ -398,36 +398,30 @@ impl RedisStore {
             })
     }
 
-    /// One `PING` on the connection the scripts use: the floor a decision's round trip is measured against.
-    pub async fn ping(&self) -> Result<(), BackendError> {
+    /// Runs one plain command on the connection the scripts use, within the call's timeout.
+    async fn command<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Result<T, BackendError> {
         let call = async {
             let mut conn = self.connection().await?;
-            let command = redis::cmd("PING");
-            let reply: redis::RedisResult<String> = match &mut conn {
+            let reply: redis::RedisResult<T> = match &mut conn {
                 Conn::Single(conn) => command.query_async(conn).await,
                 Conn::Cluster(conn) => command.query_async(conn).await,
             };
-            reply.map(|_| ()).map_err(BackendError::Redis)
+            reply.map_err(BackendError::Redis)
         };
         tokio::time::timeout(self.options.timeout + self.options.connect_timeout, call)
             .await
             .unwrap_or(Err(BackendError::Timeout))
     }
 
+    /// One `PING` on the connection the scripts use: the floor a decision's round trip is measured against.
+    pub async fn ping(&self) -> Result<(), BackendError> {
+        self.command::<String>(redis::cmd("PING")).await.map(|_| ())
+    }
+
     async fn delete(&self, keys: &[String]) -> Result<(), BackendError> {
-        let call = async {
-            let mut conn = self.connection().await?;
-            let mut command = redis::cmd("DEL");
-            command.arg(keys);
-            let reply: redis::RedisResult<i64> = match &mut conn {
-                Conn::Single(conn) => command.query_async(conn).await,
-                Conn::Cluster(conn) => command.query_async(conn).await,
-            };
-            reply.map(|_| ()).map_err(BackendError::Redis)
-        };
-        tokio::time::timeout(self.options.timeout + self.options.connect_timeout, call)
-            .await
-            .unwrap_or(Err(BackendError::Timeout))
+        let mut command = redis::cmd("DEL");
+        command.arg(keys);
+        self.command::<i64>(command).await.map(|_| ())
     }
 }
 
