@@ -125,24 +125,26 @@ impl<A: Algorithm> Limiter<A> {
         checks
     }
 
-    /// Checks all limits and commits the request only if every one passes.
-    pub fn hit(&self, limits: &[(&str, &[Rate])], cost: u64) -> Result<Decision, CostExceedsLimit> {
+    /// Checks all limits and commits the request only if every one passes. Returns the decision and the
+    /// clock reading it was made at.
+    pub fn hit(&self, limits: &[(&str, &[Rate])], cost: u64) -> Result<(Decision, u64), CostExceedsLimit> {
         self.decide(limits, cost, true)
     }
 
     /// What a request of `cost` would get now, changing nothing.
-    pub fn test(&self, limits: &[(&str, &[Rate])], cost: u64) -> Result<Decision, CostExceedsLimit> {
+    pub fn test(&self, limits: &[(&str, &[Rate])], cost: u64) -> Result<(Decision, u64), CostExceedsLimit> {
         self.decide(limits, cost, false)
     }
 
-    fn decide(&self, limits: &[(&str, &[Rate])], cost: u64, commit: bool) -> Result<Decision, CostExceedsLimit> {
+    fn decide(&self, limits: &[(&str, &[Rate])], cost: u64, commit: bool) -> Result<(Decision, u64), CostExceedsLimit> {
         for (_, rates) in limits {
             if let Some(&rate) = rates.iter().find(|rate| rate.limit() < cost) {
                 return Err(CostExceedsLimit { cost, rate });
             }
         }
         let checks = self.checks(limits);
-        let decision = self.store.decide(&checks, self.clock.now_ns(), cost, commit);
+        let now = self.clock.now_ns();
+        let decision = self.store.decide(&checks, now, cost, commit);
         if commit {
             let counter = if decision.allowed {
                 &self.counters.allowed
@@ -151,15 +153,17 @@ impl<A: Algorithm> Limiter<A> {
             };
             counter.fetch_add(1, Ordering::Relaxed);
         }
-        Ok(decision)
+        Ok((decision, now))
     }
 
     /// The standing of the tightest limit now: units left and time to full reset, and whether (and when) a
     /// request of cost 1 could pass.
-    pub fn peek(&self, limits: &[(&str, &[Rate])]) -> Decision {
+    pub fn peek(&self, limits: &[(&str, &[Rate])]) -> (Decision, u64) {
         let now = self.clock.now_ns();
         let checks = self.checks(limits);
-        Decision::tightest(checks.iter().map(|check| self.store.inspect(check, now))).expect("peek needs a limit")
+        let decision =
+            Decision::tightest(checks.iter().map(|check| self.store.inspect(check, now))).expect("peek needs a limit");
+        (decision, now)
     }
 
     pub fn reset(&self, key: &str, rates: &[Rate]) {
@@ -262,15 +266,15 @@ impl AnyLimiter {
         }
     }
 
-    pub fn hit(&self, limits: &[(&str, &[Rate])], cost: u64) -> Result<Decision, CostExceedsLimit> {
+    pub fn hit(&self, limits: &[(&str, &[Rate])], cost: u64) -> Result<(Decision, u64), CostExceedsLimit> {
         dispatch!(self, limiter => limiter.hit(limits, cost))
     }
 
-    pub fn test(&self, limits: &[(&str, &[Rate])], cost: u64) -> Result<Decision, CostExceedsLimit> {
+    pub fn test(&self, limits: &[(&str, &[Rate])], cost: u64) -> Result<(Decision, u64), CostExceedsLimit> {
         dispatch!(self, limiter => limiter.test(limits, cost))
     }
 
-    pub fn peek(&self, limits: &[(&str, &[Rate])]) -> Decision {
+    pub fn peek(&self, limits: &[(&str, &[Rate])]) -> (Decision, u64) {
         dispatch!(self, limiter => limiter.peek(limits))
     }
 

@@ -273,15 +273,13 @@ impl Limiter {
             );
         }
         let limits = [(key, self.quota.rates.as_slice())];
-        let decision = if commit {
+        let decided = if commit {
             self.limiter.hit(&limits, cost)
         } else {
             self.limiter.test(&limits, cost)
         };
-        Ok(Decision::from_core(
-            decision.map_err(Error::from)?,
-            self.limiter.now_ns(),
-        ))
+        let (decision, now_ns) = decided.map_err(Error::from)?;
+        Ok(Decision::from_core(decision, now_ns))
     }
 }
 
@@ -355,6 +353,7 @@ impl Limiter {
             .limiter
             .hit(&[(key, self.quota.rates.as_slice())], cost)
             .map_err(Error::from)?
+            .0
             .allowed)
     }
 
@@ -375,10 +374,8 @@ impl Limiter {
                 Mode::Peek,
             );
         }
-        Ok(Decision::from_core(
-            self.limiter.peek(&[(key, self.quota.rates.as_slice())]),
-            self.limiter.now_ns(),
-        ))
+        let (decision, now_ns) = self.limiter.peek(&[(key, self.quota.rates.as_slice())]);
+        Ok(Decision::from_core(decision, now_ns))
     }
 
     /// Forgets `key`: its next request is treated as its first.
@@ -419,8 +416,8 @@ impl Limiter {
             .iter()
             .map(|(key, rates)| (key.as_str(), rates.as_slice()))
             .collect();
-        let decision = self.limiter.hit(&borrowed, cost).map_err(Error::from)?;
-        Ok(Decision::from_core(decision, self.limiter.now_ns()))
+        let (decision, now_ns) = self.limiter.hit(&borrowed, cost).map_err(Error::from)?;
+        Ok(Decision::from_core(decision, now_ns))
     }
 
     /// Drops every key whose state is that of a fresh key; returns how many. Happens on its own as keys arrive.
@@ -503,11 +500,11 @@ impl ConcurrencyLimiter {
     #[pyo3(signature = (key, cost = 1))]
     fn acquire(&self, key: &str, cost: i64) -> PyResult<Decision> {
         let cost = positive(cost, "cost")?;
-        let decision = self
+        let (decision, now_ns) = self
             .limiter
             .hit(&[(key, self.rates.as_slice())], cost)
             .map_err(Error::from)?;
-        Ok(Decision::from_core(decision, self.limiter.now_ns()))
+        Ok(Decision::from_core(decision, now_ns))
     }
 
     /// Gives back `cost` slots taken by `acquire`.
@@ -520,10 +517,8 @@ impl ConcurrencyLimiter {
 
     /// Slots in use and free for `key` now, as a Decision.
     fn peek(&self, key: &str) -> Decision {
-        Decision::from_core(
-            self.limiter.peek(&[(key, self.rates.as_slice())]),
-            self.limiter.now_ns(),
-        )
+        let (decision, now_ns) = self.limiter.peek(&[(key, self.rates.as_slice())]);
+        Decision::from_core(decision, now_ns)
     }
 
     #[getter]

@@ -231,7 +231,7 @@ impl Limiter {
             return decide_later(py, remote, limits, cost, mode, as_bool);
         }
         let limits = borrowed(&limits);
-        let decision = match mode {
+        let (decision, now_ns) = match mode {
             Mode::Hit => self.limiter.hit(&limits, cost).map_err(Error::from)?,
             Mode::Test => self.limiter.test(&limits, cost).map_err(Error::from)?,
             Mode::Peek => self.limiter.peek(&limits),
@@ -239,10 +239,7 @@ impl Limiter {
         if as_bool {
             return ready(py, decision.allowed.into_pyobject(py)?.to_owned().into_any());
         }
-        ready(
-            py,
-            Bound::new(py, Decision::from_core(decision, self.limiter.now_ns()))?.into_any(),
-        )
+        ready(py, Bound::new(py, Decision::from_core(decision, now_ns))?.into_any())
     }
 }
 

@@ -818,36 +818,41 @@ impl RedisLimiter {
     }
 
     fn fall_back(&self, limits: &[(&str, &[Rate])], resolved: &[Limit], cost: u64, mode: Mode) -> Outcome {
-        let now_ns = self.fallback.now_ns();
         let tightest = resolved
             .iter()
             .map(|limit| limit.rate)
             .min_by_key(|rate| (rate.limit(), std::cmp::Reverse(rate.period_ns())))
             .expect("a limit");
-        let decision = match self.options.on_backend_error {
+        let (decision, now_ns) = match self.options.on_backend_error {
             OnBackendError::Memory => match mode {
                 Mode::Hit => self.fallback.hit(limits, cost).expect("cost checked"),
                 Mode::Test => self.fallback.test(limits, cost).expect("cost checked"),
                 Mode::Peek => self.fallback.peek(limits),
             },
-            OnBackendError::Allow => Decision {
-                allowed: true,
-                limit: tightest.limit(),
-                remaining: tightest.limit() - if mode == Mode::Peek { 0 } else { cost },
-                reset_after_ns: 0,
-                retry_after_ns: 0,
-                period_ns: tightest.period_ns(),
-            },
-            OnBackendError::Deny => Decision {
-                allowed: false,
-                limit: tightest.limit(),
-                remaining: 0,
-                reset_after_ns: 0,
-                retry_after_ns: u64::try_from(self.store.options.breaker_cooldown.as_nanos())
-                    .unwrap_or(u64::MAX)
-                    .max(1_000_000_000),
-                period_ns: tightest.period_ns(),
-            },
+            OnBackendError::Allow => (
+                Decision {
+                    allowed: true,
+                    limit: tightest.limit(),
+                    remaining: tightest.limit() - if mode == Mode::Peek { 0 } else { cost },
+                    reset_after_ns: 0,
+                    retry_after_ns: 0,
+                    period_ns: tightest.period_ns(),
+                },
+                self.fallback.now_ns(),
+            ),
+            OnBackendError::Deny => (
+                Decision {
+                    allowed: false,
+                    limit: tightest.limit(),
+                    remaining: 0,
+                    reset_after_ns: 0,
+                    retry_after_ns: u64::try_from(self.store.options.breaker_cooldown.as_nanos())
+                        .unwrap_or(u64::MAX)
+                        .max(1_000_000_000),
+                    period_ns: tightest.period_ns(),
+                },
+                self.fallback.now_ns(),
+            ),
         };
         Outcome {
             decision,
