@@ -637,3 +637,29 @@ def test_fastlimit_rule_objects_with_bucket_configs(clock: FakeClock) -> None:
     assert [client.get("/").status_code for _ in range(3)] == [200, 200, 429]
     with pytest.raises(ValueError, match="window_sec must be positive, got 0"):
         BucketConfig(window_sec=0, limit=1)
+
+
+def test_requests_through_the_dependency_leave_no_reference_cycles() -> None:
+    """The dependency's pending headers live in the request's scope; nothing there may point back at the
+    server's objects, or every request would leave a cycle for the garbage collector."""
+    import gc
+
+    from tests.test_starlette import _asgi_requests
+
+    app = FastAPI()
+
+    @app.get("/", dependencies=[rate_limit("1000/min")])
+    async def index() -> dict[str, str]:
+        return {"hello": "world"}
+
+    FastLimit(algorithm="gcra", clock=FakeClock(T0)).init_app(app)
+    _asgi_requests(app, 5)  # warm up: FastAPI builds its middleware stack and caches
+    gc.collect()
+    gc.disable()
+    try:
+        started = _asgi_requests(app, 50)
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+    assert started[-1]["status"] == 200
+    assert (b"x-ratelimit-remaining", b"945") in started[-1]["headers"]  # type: ignore[operator]

@@ -258,3 +258,90 @@ def test_configuration_errors() -> None:
         RateLimitMiddleware(app, limit="10/min", rules={"/login": "2/min"}, cost=5)
     with pytest.raises(TypeError, match="limiter must be a FastLimit"):
         RateLimitMiddleware(app, limiter=object())  # type: ignore[arg-type]
+
+
+class _Cycle:
+    """One request as an ASGI server holds it: the scope, and ``send`` bound to the object holding it."""
+
+    def __init__(self, scope: dict[str, object], started: list[dict[str, object]]) -> None:
+        self.scope = scope
+        self.started = started
+
+    async def receive(self) -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(self, message: dict[str, object]) -> None:
+        if message["type"] == "http.response.start":
+            self.started.append(message)
+
+
+def _asgi_requests(app: object, count: int) -> list[dict[str, object]]:
+    """Sends ``count`` GET / straight through the ASGI interface (no test client) and returns the response
+    start messages."""
+    started: list[dict[str, object]] = []
+
+    async def run() -> None:
+        for _ in range(count):
+            scope: dict[str, object] = {
+                "type": "http",
+                "asgi": {"version": "3.0"},
+                "http_version": "1.1",
+                "method": "GET",
+                "scheme": "http",
+                "path": "/",
+                "raw_path": b"/",
+                "root_path": "",
+                "query_string": b"",
+                "headers": [(b"host", b"test")],
+                "client": ("203.0.113.9", 50000),
+                "server": ("127.0.0.1", 80),
+            }
+            cycle = _Cycle(scope, started)
+            await app(scope, cycle.receive, cycle.send)  # type: ignore[operator]
+
+    asyncio.run(run())
+    return started
+
+
+def test_requests_through_the_middleware_leave_no_reference_cycles() -> None:
+    """The request's pending headers live in its scope; nothing there may point back at the server's
+    objects, or every request would leave a cycle for the garbage collector (and memory would grow)."""
+    import gc
+
+    clock = FakeClock(T0)
+    middleware = RateLimitMiddleware(Starlette(routes=ROUTES), limit="1000/min", clock=clock)
+    _asgi_requests(middleware, 5)  # warm up: imports, caches
+    gc.collect()
+    gc.disable()
+    try:
+        started = _asgi_requests(middleware, 50)
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+    assert started[-1]["status"] == 200
+    assert (b"x-ratelimit-remaining", b"945") in started[-1]["headers"]  # type: ignore[operator]
+
+
+def test_the_middleware_and_a_fastapi_dependency_report_the_tighter_of_their_limits() -> None:
+    """Both write into one set of pending fields per request: the response shows whichever limit binds."""
+    from fastapi import FastAPI
+
+    from ferrolimit import FastLimit, rate_limit
+
+    clock = FakeClock(T0)
+    app = FastAPI()
+
+    @app.get("/", dependencies=[rate_limit("5/min")])
+    async def index() -> dict[str, str]:
+        return {"hello": "world"}
+
+    FastLimit(algorithm="fixed_window", clock=clock).init_app(app)
+    app.add_middleware(RateLimitMiddleware, limit="3/min", algorithm="fixed_window", clock=clock)
+    client = TestClient(app)
+    first = client.get("/")
+    assert (first.headers["x-ratelimit-limit"], first.headers["x-ratelimit-remaining"]) == ("3", "2")
+    client.get("/")
+    client.get("/")
+    denied = client.get("/")
+    assert denied.status_code == 429
+    assert denied.headers["x-ratelimit-limit"] == "3" and denied.headers["retry-after"] == "60"

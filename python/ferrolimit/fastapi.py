@@ -41,13 +41,15 @@ from ferrolimit.starlette import (
     KeyFunc,
     Rate,
     RateLimitExceeded,
-    _attach,
     _check_cost,
+    _Counts,
     _decide,
     _Engine,
     _maybe_await,
+    _offer,
     _Pending,
     _quota,
+    _send_with_headers,
 )
 
 __all__ = [
@@ -69,6 +71,8 @@ __all__ = [
 logger = logging.getLogger("ferrolimit")
 
 _CHECKED = "ferrolimit.checked"
+# A plain limit's check on one route: (key prefix, rate, cost, counts, limit name).
+_Plan = tuple[str, Quota, int, _Counts, str]
 
 UserIdFunc = Callable[[Request], "str | int | Awaitable[str | int | None] | None"]
 F = TypeVar("F", bound=Callable[..., Any])
@@ -269,25 +273,67 @@ def rule(
 class RateLimit:
     """The FastAPI dependency that applies one ``RateLimitRule``; ``rate_limit()`` wraps it in ``Depends``."""
 
-    __slots__ = ("_plain", "rule")
+    __slots__ = ("_plain", "_plans", "rule")
 
     def __init__(self, rule: RateLimitRule) -> None:
         self.rule = rule
         # By address, at one rate, enforced: the common case, checked without the general machinery.
         plain = rule.user_limit is None and rule.key is None and rule.dry_run is not True
         self._plain = rule.ip_limit if plain and isinstance(rule.ip_limit, Quota) else None
+        # Per matched route (by id, with the route and limiter kept to confirm it): what the common case
+        # needs, or None where the route has other limits too and they must be charged together.
+        self._plans: dict[int, tuple[object, FastLimit, _Plan | None]] = {}
 
     def __repr__(self) -> str:
         return f"RateLimit({self.rule!r})"
 
+    def _plan(self, engine: "FastLimit", scope: Scope) -> "_Plan | None":
+        route = matched_route(scope)
+        cached = self._plans.get(id(route))
+        if cached is not None and cached[0] is route and cached[1] is engine:
+            return cached[2]
+        group, route_name = engine.route_limits(scope)
+        plan = None
+        if self._plain is not None and group in ((), (self,)):
+            name = self.rule.name or route_name
+            plan = (f"{name}:ip:", self._plain, self.rule.cost, engine.counts(name), name)
+        if route is not None:
+            self._plans[id(route)] = (route, engine, plan)
+        return plan
+
     async def __call__(self, request: Request, response: Response) -> None:
         scope = request.scope
+        pending = scope.get(_PENDING)
+        engine = scope.get(_ENGINE)
+        if pending is not None and engine is not None and _CHECKED not in scope and self._plain is not None:
+            plan = self._plan(engine, scope)
+            if plan is not None and not (engine.dry_run and self.rule.dry_run is None):
+                prefix, quota, cost, counts, name = plan
+                client = scope.get("client")
+                peer = client[0] if client else None
+                if engine.direct_peers and peer and ":" not in peer:
+                    address = client_key = peer  # an IPv4 peer and no proxy: nothing to resolve
+                else:
+                    address, client_key = engine.identifier.resolve(peer, scope.get("headers") or ())
+                if engine.has_exempt and engine.is_exempt(address):
+                    return
+                key = prefix + client_key
+                limiter = engine.limiter
+                if limiter.is_remote:
+                    decision = await limiter.hit_many_async([(key, quota)], cost)
+                else:
+                    decision = limiter.hit_many([(key, quota)], cost)  # in memory: never blocks
+                _offer(pending, decision, engine.renderer, name)
+                if decision.allowed:
+                    counts.allowed += 1
+                    return
+                engine.settle(decision, counts, False, name, key)
+                raise RateLimitExceeded.from_decision(decision, name)
+        if engine is None:
+            engine = get_limiter(request)
         checked = scope.get(_CHECKED)
         if checked is not None and self in checked:
             return  # an earlier limit of this route checked this one with it, in the same call
-        engine = scope.get(_ENGINE)
-        if engine is None:
-            engine = get_limiter(request)
         group, route_name = engine.route_limits(scope)
         if self not in group:
             group = (self,)
@@ -299,24 +345,6 @@ class RateLimit:
             address, client_key = engine.identifier.resolve(peer, scope.get("headers") or ())
         if engine.exempt and engine.is_exempt(address):
             return
-        pending = scope.get(_PENDING)
-        plain = self._plain
-        if (
-            plain is not None
-            and len(group) == 1
-            and pending is not None
-            and not (engine.dry_run and self.rule.dry_run is None)
-        ):
-            limit_rule = self.rule
-            name = limit_rule.name or route_name
-            key = f"{name}:ip:{client_key}"
-            decision = await _decide(engine.limiter, [(key, plain)], limit_rule.cost)
-            pending.offer(decision, engine.renderer, name)
-            if decision.allowed:
-                engine.counts(name).allowed += 1
-                return
-            engine.settle(decision, engine.counts(name), False, name, key)
-            raise RateLimitExceeded.from_decision(decision, name)
         scope[_CHECKED] = group
         user_id = None
         if engine.user_id_func is not None and any(dep.rule.user_limit is not None for dep in group):
@@ -333,25 +361,25 @@ class RateLimit:
                 trials.append((limit_rule.cost, name, key, quota))
             else:
                 enforced.setdefault(limit_rule.cost, []).append((name, key, quota))
-        shown = pending if pending is not None else _Pending()
+        shown: _Pending = pending if pending is not None else [None, ()]
         for cost, name, key, quota in trials:
             decision = await _decide(engine.limiter, [(key, quota)], cost)
             engine.settle(decision, engine.counts(name), True, name, key)
             if decision.allowed:
-                shown.offer(decision, engine.renderer, name)
+                _offer(shown, decision, engine.renderer, name)
         for cost, limits in enforced.items():
             decision = await _decide(engine.limiter, [(key, quota) for _, key, quota in limits], cost)
             if decision.allowed:
                 for name, _, _ in limits:
                     engine.counts(name).allowed += 1
-                shown.offer(decision, engine.renderer, _binding_name(limits, decision))
+                _offer(shown, decision, engine.renderer, _binding_name(limits, decision))
                 continue
             name = _binding_name(limits, decision)
             engine.settle(decision, engine.counts(name), False, name, limits[0][1])
-            shown.offer(decision, engine.renderer, name)
+            _offer(shown, decision, engine.renderer, name)
             raise RateLimitExceeded.from_decision(decision, name)
         if pending is None:
-            for header, value in shown.render():
+            for header, value in shown[1]:
                 response.headers[header.decode()] = value.decode()
 
     async def _limit(
@@ -478,7 +506,9 @@ class _LimitHeaders:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             scope[_ENGINE] = self.limiter
-            _, send = _attach(scope, send)
+            if _PENDING not in scope:
+                pending = scope[_PENDING] = [None, ()]
+                send = _send_with_headers(send, pending)
         elif scope["type"] == "websocket":
             scope[_ENGINE] = self.limiter
         await self.app(scope, receive, send)

@@ -196,49 +196,43 @@ def _tighter(new: Decision, old: Decision) -> bool:
     return (new.remaining, -new.reset_after) < (old.remaining, -old.reset_after)
 
 
-class _Pending:
-    """The decision whose headers the response will carry: the tightest one offered during the request."""
+# The fields a response will carry, kept in the request's scope: [the tightest decision offered, its fields
+# rendered]. A plain list, the cheapest mutable cell; it never holds `send`, which would tie the scope into a
+# reference cycle through the server's request objects.
+_Pending: TypeAlias = list[Any]
 
-    __slots__ = ("decision", "policy", "renderer")
 
-    def __init__(
-        self, decision: Decision | None = None, renderer: HeaderRenderer | None = None, policy: str = "default"
-    ) -> None:
-        self.decision = decision
-        self.renderer = renderer
-        self.policy = policy
-
-    def offer(self, decision: Decision, renderer: HeaderRenderer, policy: str) -> None:
-        if self.decision is None or _tighter(decision, self.decision):
-            self.decision, self.renderer, self.policy = decision, renderer, policy
-
-    def render(self) -> list[tuple[bytes, bytes]]:
-        if self.decision is None or self.renderer is None:
-            return []
-        return self.renderer.render(self.decision, self.policy)
+def _offer(pending: _Pending, decision: Decision, renderer: HeaderRenderer, policy: str) -> None:
+    """Keeps ``decision`` (and renders its fields) if it binds tighter than the one held."""
+    held = pending[0]
+    if held is None or _tighter(decision, held):
+        pending[0] = decision
+        pending[1] = renderer.render(decision, policy)
 
 
 def _send_with_headers(send: Send, pending: _Pending) -> Send:
-    async def send_with_headers(message: Message) -> None:
-        if message["type"] in _START_MESSAGES and pending.renderer is not None:
-            extra = pending.renderer.render(pending.decision, pending.policy)  # type: ignore[arg-type]
+    """``send``, appending ``pending``'s fields to the message that starts the response. A plain function
+    handing back the inner awaitable: no coroutine of its own per message."""
+
+    def send_with_headers(message: Message) -> Awaitable[None]:
+        if message["type"] in _START_MESSAGES and pending[1]:
+            extra = pending[1]
             headers = message.get("headers") or ()
             if message.get("status", 200) >= 400:  # an error handler may have set its own
                 present = {bytes(name).lower() for name, _ in headers}
                 extra = [pair for pair in extra if pair[0] not in present]
             message["headers"] = [*headers, *extra]
-        await send(message)
+        return send(message)
 
     return send_with_headers
 
 
 def _attach(scope: Scope, send: Send) -> tuple[_Pending, Send]:
-    """The request's pending headers, and ``send`` wrapped to write them if no outer layer already does."""
+    """The request's pending fields, and ``send`` wrapped to write them if no outer layer already does."""
     pending: _Pending | None = scope.get(_PENDING)
     if pending is not None:
         return pending, send
-    pending = _Pending()
-    scope[_PENDING] = pending
+    pending = scope[_PENDING] = [None, ()]
     return pending, _send_with_headers(send, pending)
 
 
@@ -380,6 +374,7 @@ class _Engine:
         self.identifier = ClientIdentifier(trusted_proxies, ipv6_prefix, proxy_header=proxy_header)
         self.direct_peers = not self.identifier.reads_headers
         self.exempt = IPSet(exempt_ips or ())
+        self.has_exempt = bool(self.exempt)
         self.dry_run = bool(dry_run)
         if error_handler is not None and not callable(error_handler):
             raise TypeError("error_handler must be a callable (request, exc) -> Response, sync or async")
@@ -539,12 +534,18 @@ class RateLimitMiddleware:
         self._websocket = websocket
         self._counts = {rule.name: self.engine.counts(rule.name) for rule in self._all_rules()}
         engine = self.engine
-        simple = not self._has_rules and key is None and not engine.exempt and not engine.identifier.reads_headers
+        simple = not self._has_rules and key is None and not engine.has_exempt and not engine.identifier.reads_headers
         self._fast = self._default if simple and not engine.dry_run else None
         self._fast_counts = self._counts[name] if self._fast is not None else _Counts()
         own_rate = isinstance(engine.limiter, Limiter) and engine.limiter.quota == default
         self._fast_rate = None if own_rate else default
         self._fast_prefix = f"{name}:"
+        # What the fast path needs, unpacked in one step: memory limiter with its own rate only.
+        self._fast_local = (
+            (engine.limiter, self._fast_prefix, self._cost, self._fast_counts, engine.renderer, name)
+            if self._fast is not None and own_rate and not engine.limiter.is_remote
+            else None
+        )
 
     def _all_rules(self) -> list[_Rule]:
         rules = [self._default] + list(self._exact.values()) + [rule for _, rule in self._patterns]
@@ -594,17 +595,29 @@ class RateLimitMiddleware:
             client = scope.get("client")
             peer = client[0] if client else None
             client_key = peer if peer and ":" not in peer else engine.client(scope)[1]
-            decision = await _decide(engine.limiter, [(self._fast_prefix + client_key, self._fast_rate)], self._cost)
-            if decision.allowed:
-                self._fast_counts.allowed += 1
-                pending = scope.get(_PENDING)
-                if pending is None:
-                    pending = scope[_PENDING] = _Pending(decision, engine.renderer, fast.name)
-                    send = _send_with_headers(send, pending)
-                else:
-                    pending.offer(decision, engine.renderer, fast.name)
-                await self.app(scope, receive, send)
-                return
+            local = self._fast_local
+            if local is not None:  # the limiter's own rate, in memory: a direct call that never blocks
+                limiter, prefix, cost, counts, renderer, name = local
+                decision = limiter.hit(prefix + client_key, cost)
+                if decision.allowed:
+                    counts.allowed += 1
+                    pending = scope.get(_PENDING)
+                    if pending is None:
+                        pending = scope[_PENDING] = [decision, renderer.render(decision, name)]
+                        send = _send_with_headers(send, pending)
+                    else:
+                        _offer(pending, decision, renderer, name)
+                    await self.app(scope, receive, send)
+                    return
+            else:
+                limits = [(self._fast_prefix + client_key, self._fast_rate)]
+                decision = await _decide(engine.limiter, limits, self._cost)
+                if decision.allowed:
+                    self._fast_counts.allowed += 1
+                    pending, send = _attach(scope, send)
+                    _offer(pending, decision, engine.renderer, fast.name)
+                    await self.app(scope, receive, send)
+                    return
             rules = self._default_only
         else:
             matched = self._rules_for(scope["path"])
@@ -612,7 +625,7 @@ class RateLimitMiddleware:
                 await self.app(scope, receive, send)
                 return
             address, client_key = engine.client(scope)
-            if engine.exempt and engine.is_exempt(address):
+            if engine.has_exempt and engine.is_exempt(address):
                 await self.app(scope, receive, send)
                 return
             if self._key is not None:
@@ -624,14 +637,14 @@ class RateLimitMiddleware:
             rules = matched
             limits = [(f"{rule.name}:{client_key}", rule.quota) for rule in rules]
             decision = await _decide(engine.limiter, limits, self._cost)
-        if engine.exempt and engine.is_exempt(address):
+        if engine.has_exempt and engine.is_exempt(address):
             await self.app(scope, receive, send)
             return
         rule = rules[0] if len(rules) == 1 else self._binding(rules, decision)
         refuse = engine.settle(decision, self._counts[rule.name], engine.dry_run, rule.name, client_key)
         pending, send = _attach(scope, send)
         if decision.allowed or refuse:
-            pending.offer(decision, engine.renderer, rule.name)
+            _offer(pending, decision, engine.renderer, rule.name)
         if not refuse:
             await self.app(scope, receive, send)
         elif scope_type == "http":
