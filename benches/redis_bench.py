@@ -1,6 +1,7 @@
 """Redis figures, all measured in one run against a redis-server this script starts on a free port:
 
-- sequential latency per decision (p50/p99) against a bare PING from the same client, and
+- sequential latency per decision (p50/p99) against a bare PING from the same client (the two alternate,
+  so both see the same conditions), and
 - decisions per second with 64 concurrent asyncio tasks,
 
 for ferrolimit and for limits' async Redis storage, fastlimit's Redis backend and fastapi-limiter (its
@@ -80,16 +81,25 @@ def percentile(samples: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
 
 
-async def sequential(call: Callable[[], Awaitable[Any]], seconds: float) -> list[float]:
+async def sequential(
+    ping: Callable[[], Awaitable[Any]], call: Callable[[], Awaitable[Any]], seconds: float
+) -> tuple[list[float], list[float]]:
+    """Latencies in µs of ``ping`` and ``call``, one after the other in turn, so that both see the same
+    conditions (a busy machine slows whatever runs while it is busy; alternating shares that out)."""
     for _ in range(200):
+        await ping()
         await call()
-    samples = []
+    pings, calls = [], []
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         started = time.perf_counter()
+        await ping()
+        pinged = time.perf_counter()
         await call()
-        samples.append((time.perf_counter() - started) * 1e6)
-    return samples
+        done = time.perf_counter()
+        pings.append((pinged - started) * 1e6)
+        calls.append((done - pinged) * 1e6)
+    return pings, calls
 
 
 async def concurrent(decide: Decide, seconds: float) -> float:
@@ -109,8 +119,7 @@ async def concurrent(decide: Decide, seconds: float) -> float:
 
 
 async def measure(name: str, ping: Callable[[], Awaitable[Any]], decide: Decide, seconds: float) -> Row:
-    pings = await sequential(ping, seconds / 2)
-    latencies = await sequential(lambda: decide("bench-seq"), seconds)
+    pings, latencies = await sequential(ping, lambda: decide("bench-seq"), seconds)
     per_second = await concurrent(decide, seconds)
     return Row(name, statistics.median(pings), statistics.median(latencies), percentile(latencies, 0.99), per_second)
 
@@ -128,8 +137,7 @@ async def ferrolimit_rows(url: str, seconds: float) -> list[Row]:
     async def hit_sync(key: str) -> None:
         limiter.hit(key)
 
-    pings = await sequential(ping_sync, seconds / 2)
-    latencies = await sequential(lambda: hit_sync("bench-seq"), seconds)
+    pings, latencies = await sequential(ping_sync, lambda: hit_sync("bench-seq"), seconds)
     rows.append(
         Row(
             "ferrolimit gcra (sync hit)",

@@ -1,4 +1,18 @@
 -- Runs the algorithm defined above over every KEYS[i]: load, check, commit, save.
+if #KEYS == 1 then
+  -- One limit, the common case: the same steps without the bookkeeping that several limits need.
+  local key, rate = KEYS[1], rate_of(1)
+  local state = load(key, rate)
+  local allowed, remaining, reset_after, retry_after = check(state, rate, mode == 2 and 1 or cost)
+  if mode == 2 then
+    remaining, reset_after = standing(state, rate)
+  elseif mode == 1 and allowed then
+    apply(state, rate, cost)
+    save(key, state, rate)
+  end
+  local flag = allowed and 1 or 0
+  return {now, flag, flag, remaining, reset_after, retry_after}
+end
 local states, rates = {}, {}
 local reply = {now, 1}
 local all_allowed = true
