@@ -274,8 +274,11 @@ class ConcurrencyLimiter:
       outlive a block (a streamed response): check ``lease.allowed``, call ``lease.release()`` once done
       (later calls do nothing). A ``Lease`` is also a context manager that releases on exit.
     - ``acquire(key, cost)`` / ``release(key, cost)`` name no lease: ``release`` gives back ``cost`` slots of
-      ``key`` taken by this process's ``acquire``, newest first (in memory, any on the key), never another
-      process's.
+      ``key`` taken by this limiter's ``acquire``, newest first, never a ``Lease``'s or another process's.
+
+    A ``Lease`` that nobody can release any more (garbage-collected, or its ``await`` cancelled) gives its
+    slots back by itself. Pass a ``FakeClock`` as ``clock`` to control lease expiry in tests; on Redis its
+    time is then passed to the script instead of Redis ``TIME`` (tests only: every process must share it).
     """
 
     def __new__(
@@ -330,8 +333,9 @@ class ConcurrencyLimiter:
 @final
 class Lease:
     """The slots one acquisition holds (when ``allowed``) until ``release()``, the end of a ``with`` /
-    ``async with`` block, or the lease's expiry. Releasing twice, or releasing a denied or expired lease, does
-    nothing: it never frees slots of another lease."""
+    ``async with`` block, the lease's expiry, or the ``Lease`` being garbage-collected (keep a reference while
+    the work runs). Releasing twice, or releasing a denied or expired lease, does nothing: it never frees
+    slots of another lease."""
 
     @property
     def allowed(self) -> bool: ...

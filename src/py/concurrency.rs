@@ -40,7 +40,6 @@ impl Backend {
             decision: acquired.decision,
             now_ns: acquired.now_ns,
             token: acquired.lease.map(LeaseToken::Memory),
-            source: crate::store::redis::Source::Fallback,
         })
     }
 
@@ -130,8 +129,32 @@ impl Held {
     }
 }
 
-/// The slots one acquisition holds (when `allowed`) until `release()`, the end of a `with` block, or the
-/// lease's expiry.
+/// A lease nobody can release any more (its `Lease` collected, its await cancelled, its `Slot` dropped while
+/// entered) gives its slots back rather than holding them until it expires; on Redis from a tokio task,
+/// without the GIL.
+impl Drop for Held {
+    fn drop(&mut self) {
+        let Some(token) = self.token.get_mut().take() else {
+            return;
+        };
+        match &self.backend {
+            Backend::Memory(limiter) => {
+                if let LeaseToken::Memory(id) = token {
+                    limiter.release(&self.key, id, u64::MAX);
+                }
+            }
+            Backend::Redis(remote) => {
+                let (remote, key) = (Arc::clone(remote), std::mem::take(&mut self.key));
+                pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
+                    remote.release(&key, &token, u64::MAX).await;
+                });
+            }
+        }
+    }
+}
+
+/// The slots one acquisition holds (when `allowed`) until `release()`, the end of a `with` block, the
+/// lease's expiry, or the `Lease` being garbage-collected.
 #[pyclass(module = "ferrolimit._core", frozen)]
 pub struct Lease {
     held: Arc<Held>,

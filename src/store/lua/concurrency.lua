@@ -27,6 +27,15 @@ if #expired > 0 then
 end
 
 local in_flight = tonumber(redis.call("HGET", costs, "n")) or 0
+if in_flight < 0 then
+  -- Only if a key was evicted or edited by hand: count from the leases still recorded.
+  in_flight = 0
+  for _, units in ipairs(redis.call("HVALS", costs)) do
+    in_flight = in_flight + tonumber(units)
+  end
+  in_flight = in_flight - (tonumber(redis.call("HGET", costs, "n")) or 0)
+  redis.call("HSET", costs, "n", in_flight)
+end
 local allowed, released = 0, 0
 if mode == 1 then
   if in_flight + cost <= limit then

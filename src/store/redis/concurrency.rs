@@ -15,9 +15,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use redis::{RedisError, Script};
 
-use super::{
-    tagged_key, Admit, BackendError, LimiterOptions, OnBackendError, ProbeGuard, RedisStore, Source, NANOS_PER_MICRO,
-};
+use super::{tagged_key, Admit, BackendError, LimiterOptions, OnBackendError, ProbeGuard, RedisStore, NANOS_PER_MICRO};
 use crate::algorithm::{Algorithm, Concurrency};
 use crate::decision::Decision;
 use crate::limiter::{CostExceedsLimit, LeaseLimiter};
@@ -37,13 +35,13 @@ pub enum LeaseToken {
     Untracked,
 }
 
-/// An acquisition's (or a peek's) decision, its time, and what releases it when allowed.
+/// An acquisition's (or a peek's) decision, its time (Redis time, or the local clock on fallback), and
+/// what releases it when allowed.
 #[derive(Clone, Debug)]
 pub struct Taken {
     pub decision: Decision,
     pub now_ns: u64,
     pub token: Option<LeaseToken>,
-    pub source: Source,
 }
 
 struct Reply {
@@ -254,7 +252,6 @@ impl RedisConcurrency {
                     decision,
                     now_ns: reply.now_ns,
                     token: reply.allowed.then_some(LeaseToken::Redis(id)),
-                    source: Source::Redis,
                 }
             }
             Err(error) => {
@@ -274,7 +271,6 @@ impl RedisConcurrency {
                 decision: self.algorithm.inspect(&reply.in_flight, reply.now_ns),
                 now_ns: reply.now_ns,
                 token: None,
-                source: Source::Redis,
             },
             Err(error) => {
                 self.failed(&error);
@@ -335,7 +331,6 @@ impl RedisConcurrency {
             decision,
             now_ns,
             token,
-            source: Source::Fallback,
         }
     }
 }
