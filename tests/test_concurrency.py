@@ -52,7 +52,7 @@ def assert_no_backend_errors(limiter: ConcurrencyLimiter) -> None:
 
 def test_slots_are_taken_refused_and_given_back(make: MakeConcurrency) -> None:
     limiter = make(2, retry_after=0.5)
-    assert limiter.is_remote == (limiter.lease is not None)
+    assert limiter.is_remote == (limiter.lease_ms is not None)
     first = limiter.acquire_lease("k")
     assert first and first.allowed and first.decision.remaining == 1 and not first.released
     with limiter.slot("k") as second:
@@ -124,7 +124,7 @@ def test_releasing_twice_or_late_never_frees_another_lease(make: MakeConcurrency
 def test_an_expired_lease_frees_its_slot_and_only_its_own(make: MakeConcurrency, clock: FakeClock) -> None:
     # On Redis a FakeClock's time is passed to the script instead of TIME: expiry is exact, without sleeping.
     limiter = make(2, lease_ms=10_000, clock=clock)
-    assert limiter.lease == 10.0
+    assert limiter.lease_ms == 10_000
     crashed = limiter.acquire_lease("k")  # a worker that dies without releasing
     clock.advance(5)
     alive = limiter.acquire_lease("k")
@@ -145,11 +145,11 @@ def test_an_expired_lease_frees_its_slot_and_only_its_own(make: MakeConcurrency,
 
 def test_in_memory_slots_are_held_until_released_by_default(clock: FakeClock) -> None:
     limiter = ConcurrencyLimiter(1, clock=clock)
-    assert limiter.lease is None and not limiter.is_remote
+    assert limiter.lease_ms is None and not limiter.is_remote
     assert limiter.acquire("k").allowed
     clock.advance(10 * 365 * 86_400)
     assert not limiter.acquire("k").allowed
-    assert ConcurrencyLimiter(1, "redis://127.0.0.1:1/0").lease == 60.0, "on Redis leases expire by default"
+    assert ConcurrencyLimiter(1, "redis://127.0.0.1:1/0").lease_ms == 60_000, "on Redis leases expire by default"
 
 
 @pytest.mark.parametrize(

@@ -322,8 +322,8 @@ class ConcurrencyLimiter:
     @property
     def limit(self) -> int: ...
     @property
-    def lease(self) -> float | None:
-        """Seconds a lease holds its slots unless released; ``None`` when held until released."""
+    def lease_ms(self) -> int | None:
+        """Milliseconds a lease holds its slots unless released; ``None`` when held until released."""
     @property
     def is_remote(self) -> bool:
         """Whether slots are counted in Redis rather than in this process."""

@@ -10,7 +10,7 @@ use pyo3::types::PyDict;
 use super::bridge::{self, Done};
 use super::errors::{Error, Result};
 use super::remote::{self, ready, RedisSettings};
-use super::{make_clock, nanos, positive, seconds, Decision, FakeClock};
+use super::{make_clock, nanos, positive, Decision, FakeClock};
 use crate::decision;
 use crate::limiter::LeaseLimiter;
 use crate::rate::Rate;
@@ -572,10 +572,10 @@ impl ConcurrencyLimiter {
         self.local.rate().limit()
     }
 
-    /// Seconds a lease holds its slots unless released; `None` when held until released.
+    /// Milliseconds a lease holds its slots unless released; `None` when held until released.
     #[getter]
-    fn lease(&self) -> Option<f64> {
-        self.local.lease_ns().map(seconds)
+    fn lease_ms(&self) -> Option<u64> {
+        self.local.lease_ns().map(|lease_ns| lease_ns / 1_000_000)
     }
 
     #[getter]

@@ -66,6 +66,8 @@ pub struct OwnLeases {
 }
 
 impl OwnLeases {
+    /// Remembers a lease of `key` for `take`. At most `max_keys` keys are held: when full of live leases a
+    /// new key's lease is not remembered, and expires instead of being given back by `release(key, cost)`.
     pub fn remember(&self, key: &str, token: LeaseToken, units: u64, expires_ns: u64, now_ns: u64, max_keys: usize) {
         let mut held = self.held.lock();
         if held.len() >= max_keys && !held.contains_key(key) {
@@ -73,6 +75,9 @@ impl OwnLeases {
                 leases.retain(|lease| lease.expires_ns > now_ns);
                 !leases.is_empty()
             });
+            if held.len() >= max_keys {
+                return;
+            }
         }
         held.entry(key.to_owned()).or_default().push(Held {
             token,
@@ -357,6 +362,12 @@ mod tests {
         own.remember("x", LeaseToken::Untracked, 1, 100, 0, 1);
         own.remember("y", LeaseToken::Untracked, 1, 300, 150, 1);
         assert_eq!(own.len(), 1, "a full table drops expired leases first");
+        own.remember("z", LeaseToken::Untracked, 1, 300, 150, 1);
+        assert!(
+            own.take("z", 1, 150).is_empty(),
+            "and beyond max_keys live keys remembers nothing"
+        );
+        assert_eq!(own.take("y", 1, 150), vec![(LeaseToken::Untracked, 1)]);
     }
 
     #[test]
