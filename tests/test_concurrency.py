@@ -320,6 +320,18 @@ def test_four_processes_racing_for_five_slots_never_hold_more(redis_server: Redi
     assert ConcurrencyLimiter(5, redis_server.url, key_prefix=key_prefix).peek("hot").remaining == 5
 
 
+def test_an_async_release_without_an_event_loop_keeps_the_lease(redis_server: RedisServer) -> None:
+    limiter = ConcurrencyLimiter(1, redis_server.url, key_prefix=prefix())
+    lease = limiter.acquire_lease("k")
+    assert limiter.acquire("k", 1).allowed is False
+    for call in (lease.release_async, lambda: limiter.release_async("k")):
+        with pytest.raises(RuntimeError, match="no running event loop"):
+            call()
+    assert not lease.released
+    lease.release()
+    assert lease.released and limiter.peek("k").remaining == 1
+
+
 def test_a_lease_nobody_can_release_gives_its_slots_back(make: MakeConcurrency) -> None:
     limiter = make(2)
     limiter.acquire_lease("k")  # dropped at once: garbage, not a slot held until it expires

@@ -110,22 +110,19 @@ impl Held {
     }
 
     fn release_later<'py>(self: &Arc<Self>, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let Some(token) = self.token.lock().take() else {
+        if let Backend::Memory(_) = self.backend {
+            self.release(py);
             return ready(py, py.None().into_bound(py));
-        };
-        match &self.backend {
-            Backend::Memory(_) => {
-                self.backend.release(py, &self.key, &token, u64::MAX);
-                ready(py, py.None().into_bound(py))
-            }
-            Backend::Redis(_) => {
-                let held = Arc::clone(self);
-                bridge::spawn(py, async move {
-                    held.backend.release_later(&held.key, &token, u64::MAX).await;
-                    Done::Unit
-                })
-            }
         }
+        // The token is taken in the task: if there is no event loop to await on, the lease stays held.
+        let held = Arc::clone(self);
+        bridge::spawn(py, async move {
+            let token = held.token.lock().take();
+            if let Some(token) = token {
+                held.backend.release_later(&held.key, &token, u64::MAX).await;
+            }
+            Done::Unit
+        })
     }
 }
 
@@ -475,9 +472,9 @@ impl ConcurrencyLimiter {
             return ready(py, py.None().into_bound(py));
         }
         let cost = positive(cost, "cost")?;
-        let taken = self.own.take(&key, cost, self.local.now_ns());
-        let backend = self.backend();
+        let (now_ns, own, backend) = (self.local.now_ns(), Arc::clone(&self.own), self.backend());
         bridge::spawn(py, async move {
+            let taken = own.take(&key, cost, now_ns);
             for (token, units) in taken {
                 backend.release_later(&key, &token, units).await;
             }
