@@ -250,6 +250,8 @@ def test_key_layout_ttls_and_one_evalsha_per_call(redis_server: RedisServer) -> 
     calls = redis_server.command_calls()
     assert calls.get("evalsha") == 6 and "eval" not in calls
     assert calls["time"] == 6, "each call read the server's clock once"
+    redis_server.command("SCRIPT", "FLUSH")
+    assert limiter.acquire("k").allowed and limiter.stats()["backend_errors"] == 0, "the script is loaded again"
 
 
 def test_leases_of_a_dead_worker_expire_on_the_server_clock(redis_server: RedisServer) -> None:
