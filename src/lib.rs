@@ -17,7 +17,9 @@ mod _core {
     use pyo3::prelude::*;
 
     #[pymodule_export]
-    use crate::py::{__version__, _call_floor, parse_rates, ConcurrencyLimiter, Decision, FakeClock, Limiter, Quota};
+    use crate::py::{
+        __version__, _call_floor, parse_rates, ConcurrencyLimiter, Decision, FakeClock, Lease, Limiter, Quota, Slot,
+    };
 
     #[pymodule_export]
     use crate::py::{decision_from, denied_body, exceeded_detail, retry_after_s, HeaderRenderer};

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::algorithm::{
-    Algorithm, Concurrency, FixedWindow, Gcra, LeakyBucket, SlidingLog, SlidingWindow, TokenBucket,
+    Algorithm, Concurrency, FixedWindow, Gcra, LeakyBucket, Lease, Leases, SlidingLog, SlidingWindow, TokenBucket,
 };
 use crate::clock::Clock;
 use crate::decision::Decision;
@@ -312,5 +312,217 @@ impl AnyLimiter {
 
     pub fn now_ns(&self) -> u64 {
         dispatch!(self, limiter => limiter.now_ns())
+    }
+}
+
+/// Units of one leased acquisition: a decision and, when allowed, the id of its lease.
+#[derive(Clone, Copy, Debug)]
+pub struct Acquired {
+    pub decision: Decision,
+    pub now_ns: u64,
+    pub lease: Option<u64>,
+}
+
+/// A concurrency limiter in memory whose units are held by leases (see `algorithm::Leases`): a release
+/// frees exactly its own lease, and with a lease duration, a lease never released frees its units when it
+/// expires.
+pub struct LeaseLimiter {
+    store: MemoryStore<Leases>,
+    clock: Clock,
+    algorithm: Concurrency,
+    /// `None`: held until released.
+    lease_ns: Option<u64>,
+    next_id: AtomicU64,
+    counters: Counters,
+}
+
+impl LeaseLimiter {
+    /// At most `rate.limit()` units in flight per key; `rate.period_ns()` is the wait suggested when full.
+    pub fn new(rate: Rate, lease_ns: Option<u64>, clock: Clock, max_keys: usize) -> Self {
+        LeaseLimiter {
+            store: MemoryStore::new(max_keys, OnFull::Deny),
+            clock,
+            algorithm: Concurrency::new(rate),
+            lease_ns,
+            next_id: AtomicU64::new(1),
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn rate(&self) -> Rate {
+        self.algorithm.rate()
+    }
+
+    pub fn lease_ns(&self) -> Option<u64> {
+        self.lease_ns
+    }
+
+    /// The decision of a key with every unit taken.
+    pub fn full(&self, cost: u64) -> Decision {
+        self.algorithm.check(&self.rate().limit(), 0, cost)
+    }
+
+    /// Whether `cost` could ever pass.
+    pub fn check_cost(&self, cost: u64) -> Result<(), CostExceedsLimit> {
+        let rate = self.rate();
+        if cost > rate.limit() {
+            return Err(CostExceedsLimit { cost, rate });
+        }
+        Ok(())
+    }
+
+    /// Takes `cost` units of `key` under a new lease if they are free.
+    pub fn acquire(&self, key: &str, cost: u64) -> Result<Acquired, CostExceedsLimit> {
+        self.check_cost(cost)?;
+        let now = self.clock.now_ns();
+        let lease = Lease {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            cost,
+            expires_ns: self.lease_ns.map_or(u64::MAX, |lease_ns| now.saturating_add(lease_ns)),
+        };
+        let hash = self.store.key_hash(key, self.rate());
+        let decision = self.store.change(
+            hash,
+            now,
+            true,
+            |state| state.is_idle(now),
+            |state| match state {
+                Some(state) => state.acquire(&self.algorithm, now, cost, lease),
+                None => self.full(cost),
+            },
+        );
+        let counter = if decision.allowed {
+            &self.counters.allowed
+        } else {
+            &self.counters.denied
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        Ok(Acquired {
+            decision,
+            now_ns: now,
+            lease: decision.allowed.then_some(lease.id),
+        })
+    }
+
+    /// Gives back up to `units` of lease `id` on `key`; returns the units freed (0 for a lease released
+    /// already or expired).
+    pub fn release(&self, key: &str, id: u64, units: u64) -> u64 {
+        self.change_existing(key, |state| state.release(id, units))
+    }
+
+    fn change_existing(&self, key: &str, change: impl FnOnce(&mut Leases) -> u64) -> u64 {
+        let now = self.clock.now_ns();
+        let hash = self.store.key_hash(key, self.rate());
+        self.store.change(
+            hash,
+            now,
+            false,
+            |state| state.is_idle(now),
+            |state| {
+                let state = state.expect("an existing key or a fresh state");
+                state.purge(now);
+                change(state)
+            },
+        )
+    }
+
+    /// Units free and in use on `key` now, and whether one more would pass.
+    pub fn peek(&self, key: &str) -> (Decision, u64) {
+        let now = self.clock.now_ns();
+        let hash = self.store.key_hash(key, self.rate());
+        let in_flight = self.store.change(
+            hash,
+            now,
+            false,
+            |state| state.is_idle(now),
+            |state| {
+                let state = state.expect("an existing key or a fresh state");
+                state.purge(now);
+                state.in_flight()
+            },
+        );
+        (self.algorithm.inspect(&in_flight, now), now)
+    }
+
+    pub fn len(&self) -> usize {
+        self.store.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.store.is_empty()
+    }
+
+    pub fn max_keys(&self) -> usize {
+        self.store.max_keys()
+    }
+
+    /// (allowed, denied, new keys that found the store full)
+    pub fn counts(&self) -> (u64, u64, u64) {
+        (
+            self.counters.allowed.load(Ordering::Relaxed),
+            self.counters.denied.load(Ordering::Relaxed),
+            self.store.overflows(),
+        )
+    }
+
+    pub fn now_ns(&self) -> u64 {
+        self.clock.now_ns()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::FakeClock;
+    use crate::rate::parse_rates;
+
+    const SECOND: u64 = 1_000_000_000;
+
+    #[test]
+    fn lease_limiter_releases_exactly_its_leases_and_expires_them() {
+        let clock = FakeClock::new(1_000 * SECOND);
+        let limiter = LeaseLimiter::new(
+            parse_rates("2/s").unwrap()[0],
+            Some(10 * SECOND),
+            Clock::Fake(clock.clone()),
+            100,
+        );
+        let first = limiter.acquire("k", 1).unwrap();
+        let second = limiter.acquire("k", 1).unwrap();
+        assert!(first.decision.allowed && second.decision.allowed);
+        assert_eq!(second.decision.remaining, 0);
+        let denied = limiter.acquire("k", 1).unwrap();
+        assert!(!denied.decision.allowed && denied.lease.is_none());
+        assert!(matches!(limiter.acquire("k", 3), Err(CostExceedsLimit { cost: 3, .. })));
+
+        assert_eq!(limiter.release("k", first.lease.unwrap(), u64::MAX), 1);
+        assert_eq!(limiter.release("k", first.lease.unwrap(), u64::MAX), 0);
+        assert_eq!(
+            limiter.peek("k").0.remaining,
+            1,
+            "the second release freed nobody else's unit"
+        );
+
+        clock.advance_ns(10 * SECOND);
+        assert_eq!(limiter.peek("k").0.remaining, 2, "the unreleased lease expired");
+        assert_eq!(limiter.release("k", second.lease.unwrap(), u64::MAX), 0);
+        assert!(limiter.is_empty(), "a key without live leases is forgotten");
+        assert_eq!(limiter.counts(), (2, 1, 0));
+    }
+
+    #[test]
+    fn without_a_lease_duration_units_are_held_until_released() {
+        let clock = FakeClock::new(SECOND);
+        let limiter = LeaseLimiter::new(parse_rates("1/s").unwrap()[0], None, Clock::Fake(clock.clone()), 1);
+        assert!(limiter.acquire("a", 1).unwrap().decision.allowed);
+        clock.advance_ns(3_600 * SECOND);
+        assert!(!limiter.acquire("a", 1).unwrap().decision.allowed);
+        let full = limiter.acquire("b", 1).unwrap();
+        assert!(!full.decision.allowed, "a full store refuses new keys");
+        assert_eq!(limiter.counts().2, 1);
+        let held = limiter.peek("a").0;
+        assert_eq!(held.remaining, 0);
+        assert_eq!(limiter.release("a", 1, u64::MAX), 1, "ids start at 1");
+        assert!(limiter.acquire("b", 1).unwrap().decision.allowed);
     }
 }

@@ -5,11 +5,14 @@ from typing import TYPE_CHECKING, Any
 
 from ferrolimit._core import (
     ConcurrencyLimiter,
+    ConcurrencyLimitExceeded,
     CostExceedsLimitError,
     Decision,
     FakeClock,
+    Lease,
     Limiter,
     Quota,
+    Slot,
     parse_rates,
 )
 from ferrolimit.compat import (
@@ -79,6 +82,7 @@ __all__ = [
     "Algorithm",
     "BucketConfig",
     "ClientIdentifier",
+    "ConcurrencyLimitExceeded",
     "ConcurrencyLimiter",
     "CostExceedsLimitError",
     "Decision",
@@ -89,6 +93,7 @@ __all__ = [
     "GCRALimiter",
     "HeaderConfig",
     "LeakyBucketLimiter",
+    "Lease",
     "Limiter",
     "MissingUserID",
     "QueueLimiter",
@@ -99,6 +104,7 @@ __all__ = [
     "RateLimiterStore",
     "SlidingWindowLogRateLimiter",
     "SlidingWindowRateLimiter",
+    "Slot",
     "TokenBucket",
     "TokenBucketLimiter",
     "WebSocketRateLimit",

@@ -6,13 +6,16 @@ from typing import final
 from typing_extensions import Self, disjoint_base
 
 __all__ = [
+    "ConcurrencyLimitExceeded",
     "ConcurrencyLimiter",
     "CostExceedsLimitError",
     "Decision",
     "FakeClock",
     "HeaderRenderer",
+    "Lease",
     "Limiter",
     "Quota",
+    "Slot",
     "__version__",
     "_call_floor",
     "decision_from",
@@ -32,6 +35,13 @@ def parse_rates(text: str) -> list[tuple[int, float]]:
 
 class CostExceedsLimitError(ValueError):
     """A request's cost is larger than the limit itself, so it could never pass."""
+
+class ConcurrencyLimitExceeded(Exception):
+    """Raised on entering ``ConcurrencyLimiter.slot(...)`` when the key's slots are taken. ``decision`` is the
+    denied Decision; ``retry_after`` is its wait in seconds (the limiter's ``retry_after``)."""
+
+    decision: Decision
+    retry_after: float
 
 @final
 class Quota:
@@ -237,15 +247,123 @@ class Limiter:
 
 @disjoint_base
 class ConcurrencyLimiter:
-    """At most ``limit`` requests in flight per key; ``retry_after`` is the wait suggested when full."""
+    """At most ``limit`` units in flight per key: a request takes slots when it starts and gives them back
+    when it ends. ``retry_after`` is the wait suggested when the key is full (when a slot frees up is not known
+    in advance).
+
+    ``storage`` is ``"memory://"`` (default) or a Redis URL, as for ``Limiter``, with the same Redis options
+    (``key_prefix``, ``connect_timeout_ms``, ``timeout_ms``, ``on_backend_error``, ``breaker_failures``,
+    ``breaker_cooldown_ms``). Every acquisition is a lease that holds its slots until released or until
+    ``lease_ms`` has passed, so a worker that dies holding slots does not hold them forever; set ``lease_ms``
+    above the longest a request may take, since an expired lease's slots go to others while it still runs.
+    ``lease_ms=None`` (default) means 60 000 on Redis and, in memory, held until released.
+
+    On Redis each acquire, release or peek is one ``EVALSHA``, atomic, on Redis server time. A key's leases
+    are a ZSET ``{key_prefix}concurrency:{{key}}:{limit}:leases`` (lease id -> expiry) and a HASH ``...:costs``
+    (lease id -> slots held); expired leases are purged before counting, and both keys expire with their last
+    lease. When Redis fails, ``on_backend_error`` decides acquisitions: ``"allow"`` (untracked), ``"deny"``
+    or ``"memory"`` (a lease in this process's memory store, same limit). A release that cannot reach Redis
+    is dropped and its lease expires by itself. No Redis failure raises.
+
+    Three ways to hold slots, easiest first:
+
+    - ``with limiter.slot(key):`` or ``async with limiter.slot(key):`` takes the slots on entry, raising
+      ``ConcurrencyLimitExceeded`` when they are taken, and gives them back when the block ends however it
+      ends.
+    - ``lease = limiter.acquire_lease(key)`` (``await limiter.acquire_lease_async(key)``) when the slots must
+      outlive a block (a streamed response): check ``lease.allowed``, call ``lease.release()`` once done
+      (later calls do nothing). A ``Lease`` is also a context manager that releases on exit.
+    - ``acquire(key, cost)`` / ``release(key, cost)`` name no lease: ``release`` gives back ``cost`` slots of
+      ``key`` taken by this limiter's ``acquire``, newest first, never a ``Lease``'s or another process's.
+
+    A ``Lease`` that nobody can release any more (garbage-collected, or its ``await`` cancelled) gives its
+    slots back by itself. Pass a ``FakeClock`` as ``clock`` to control lease expiry in tests; on Redis its
+    time is then passed to the script instead of Redis ``TIME`` (tests only: every process must share it).
+    """
 
     def __new__(
-        cls, limit: int, *, retry_after: float = 1.0, clock: FakeClock | None = None, max_keys: int = 1_000_000
+        cls,
+        limit: int,
+        storage: str = "memory://",
+        *,
+        retry_after: float = 1.0,
+        lease_ms: int | None = None,
+        clock: FakeClock | None = None,
+        max_keys: int = 1_000_000,
+        key_prefix: str = "ferrolimit:",
+        connect_timeout_ms: int = 1_000,
+        timeout_ms: int = 250,
+        on_backend_error: str = "allow",
+        breaker_failures: int = 3,
+        breaker_cooldown_ms: int = 1_000,
     ) -> Self: ...
     def acquire(self, key: str, cost: int = 1) -> Decision:
-        """Takes ``cost`` slots for ``key`` if free; give them back with ``release``."""
-    def release(self, key: str, cost: int = 1) -> None: ...
-    def peek(self, key: str) -> Decision: ...
+        """Takes ``cost`` slots for ``key`` if free; give them back with ``release``. Raises
+        ``CostExceedsLimitError`` if ``cost`` is larger than ``limit``."""
+    def acquire_async(self, key: str, cost: int = 1) -> Awaitable[Decision]:
+        """``acquire`` as an awaitable; on Redis the event loop runs on while the store answers."""
+    def release(self, key: str, cost: int = 1) -> None:
+        """Gives back ``cost`` slots of ``key`` taken by this process's ``acquire``; extra releases do nothing."""
+    def release_async(self, key: str, cost: int = 1) -> Awaitable[None]:
+        """``release`` as an awaitable."""
+    def acquire_lease(self, key: str, cost: int = 1) -> Lease:
+        """Takes ``cost`` slots for ``key`` if free, as a ``Lease`` (``lease.allowed`` says whether they were)."""
+    def acquire_lease_async(self, key: str, cost: int = 1) -> Awaitable[Lease]:
+        """``acquire_lease`` as an awaitable."""
+    def slot(self, key: str, cost: int = 1) -> Slot:
+        """A context manager (``with`` or ``async with``) that holds ``cost`` slots of ``key`` for its block."""
+    def peek(self, key: str) -> Decision:
+        """Slots free for ``key`` now (``remaining``), and whether one more would pass."""
+    def peek_async(self, key: str) -> Awaitable[Decision]:
+        """``peek`` as an awaitable."""
+    def stats(self) -> dict[str, int]:
+        """``allowed`` and ``denied`` acquisitions, ``store_full`` and ``keys`` (memory store); on Redis also
+        the store's counts, as ``Limiter.stats()``."""
     @property
     def limit(self) -> int: ...
-    def __len__(self) -> int: ...
+    @property
+    def lease_ms(self) -> int | None:
+        """Milliseconds a lease holds its slots unless released; ``None`` when held until released."""
+    @property
+    def is_remote(self) -> bool:
+        """Whether slots are counted in Redis rather than in this process."""
+    def __len__(self) -> int:
+        """Keys held in this process's memory store (on Redis, the fallback's)."""
+
+@final
+class Lease:
+    """The slots one acquisition holds (when ``allowed``) until ``release()``, the end of a ``with`` /
+    ``async with`` block, the lease's expiry, or the ``Lease`` being garbage-collected (keep a reference while
+    the work runs). Releasing twice, or releasing a denied or expired lease, does nothing: it never frees
+    slots of another lease."""
+
+    @property
+    def allowed(self) -> bool: ...
+    @property
+    def decision(self) -> Decision: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def cost(self) -> int: ...
+    @property
+    def released(self) -> bool:
+        """Whether the lease holds nothing any more (released, or never allowed)."""
+    def release(self) -> None:
+        """Gives the slots back (once); never raises on a Redis failure."""
+    def release_async(self) -> Awaitable[None]:
+        """``release`` as an awaitable."""
+    def __bool__(self) -> bool: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(self, kind: object | None, value: object | None, traceback: object | None) -> None: ...
+    def __aenter__(self) -> Awaitable[Self]: ...
+    def __aexit__(self, kind: object | None, value: object | None, traceback: object | None) -> Awaitable[None]: ...
+
+@final
+class Slot:
+    """``limiter.slot(key, cost)``: on entry (``with`` or ``async with``) takes the slots and returns their
+    ``Lease``, or raises ``ConcurrencyLimitExceeded``; on exit gives them back. One block at a time."""
+
+    def __enter__(self) -> Lease: ...
+    def __exit__(self, kind: object | None, value: object | None, traceback: object | None) -> None: ...
+    def __aenter__(self) -> Awaitable[Lease]: ...
+    def __aexit__(self, kind: object | None, value: object | None, traceback: object | None) -> Awaitable[None]: ...

@@ -13,7 +13,7 @@ pub mod token_bucket;
 use crate::decision::Decision;
 use crate::rate::Rate;
 
-pub use concurrency::Concurrency;
+pub use concurrency::{Concurrency, Lease, Leases};
 pub use fixed_window::FixedWindow;
 pub use gcra::Gcra;
 pub use leaky_bucket::LeakyBucket;

@@ -13,12 +13,14 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 
+use super::concurrency::Lease;
 use super::errors::Error;
 use super::Decision;
 
 /// What a Redis call produced, built on the tokio thread; turned into Python objects on the loop's thread.
 pub(super) enum Done {
     Decision(Decision),
+    Lease(Lease),
     Bool(bool),
     Unit,
     Failed(Error),
@@ -30,6 +32,7 @@ impl Done {
     fn into_py(self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         match self {
             Done::Decision(decision) => Ok(Py::new(py, decision)?.into_any()),
+            Done::Lease(lease) => Ok(Py::new(py, lease)?.into_any()),
             Done::Bool(value) => Ok(value.into_pyobject(py)?.to_owned().into_any().unbind()),
             Done::Unit => Ok(py.None()),
             Done::Failed(error) => Err(error.into()),

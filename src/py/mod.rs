@@ -1,6 +1,7 @@
 //! Python bindings: the only code besides `lib.rs` that uses pyo3.
 
 mod bridge;
+mod concurrency;
 mod errors;
 mod headers;
 mod remote;
@@ -17,7 +18,8 @@ use crate::rate::{self, Rate};
 use crate::store::memory::OnFull;
 use crate::store::redis::{Mode, RedisLimiter};
 
-pub use errors::CostExceedsLimitError;
+pub use concurrency::{ConcurrencyLimiter, Lease, Slot};
+pub use errors::{ConcurrencyLimitExceeded, CostExceedsLimitError};
 use errors::{Error, Result};
 pub use headers::{decision_from, denied_body, exceeded_detail, retry_after_s, HeaderRenderer};
 
@@ -26,6 +28,10 @@ const NANOS: f64 = 1e9;
 /// Adds what `#[pymodule_export]` cannot: exception types.
 pub fn init_module(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("CostExceedsLimitError", module.py().get_type::<CostExceedsLimitError>())?;
+    module.add(
+        "ConcurrencyLimitExceeded",
+        module.py().get_type::<ConcurrencyLimitExceeded>(),
+    )?;
     Ok(())
 }
 
@@ -470,63 +476,5 @@ impl Limiter {
             self.quota.__str__(),
             self.limiter.kind().name()
         )
-    }
-}
-
-/// At most `limit` requests in flight per key.
-#[pyclass(module = "ferrolimit._core", frozen, subclass)]
-pub struct ConcurrencyLimiter {
-    limiter: AnyLimiter,
-    rates: Vec<Rate>,
-}
-
-#[pymethods]
-impl ConcurrencyLimiter {
-    #[new]
-    #[pyo3(signature = (limit, *, retry_after = 1.0, clock = None, max_keys = 1_000_000))]
-    fn py_new(limit: i64, retry_after: f64, clock: Option<&Bound<'_, FakeClock>>, max_keys: i64) -> PyResult<Self> {
-        let limit = positive(limit, "limit")?;
-        let retry_ns = nanos(retry_after, "retry_after")?.max(limit);
-        let rate = Rate::from_nanos(limit, retry_ns).expect("retry_ns >= limit >= 1");
-        let max_keys = positive(max_keys, "max_keys")? as usize;
-        let limiter = AnyLimiter::new(AlgorithmKind::Concurrency, make_clock(clock), max_keys, OnFull::Deny);
-        Ok(ConcurrencyLimiter {
-            limiter,
-            rates: vec![rate],
-        })
-    }
-
-    /// Takes `cost` slots for `key` if they are free. Give them back with `release`.
-    #[pyo3(signature = (key, cost = 1))]
-    fn acquire(&self, key: &str, cost: i64) -> PyResult<Decision> {
-        let cost = positive(cost, "cost")?;
-        let (decision, now_ns) = self
-            .limiter
-            .hit(&[(key, self.rates.as_slice())], cost)
-            .map_err(Error::from)?;
-        Ok(Decision::from_core(decision, now_ns))
-    }
-
-    /// Gives back `cost` slots taken by `acquire`.
-    #[pyo3(signature = (key, cost = 1))]
-    fn release(&self, key: &str, cost: i64) -> PyResult<()> {
-        let cost = positive(cost, "cost")?;
-        self.limiter.release(&[(key, self.rates.as_slice())], cost);
-        Ok(())
-    }
-
-    /// Slots in use and free for `key` now, as a Decision.
-    fn peek(&self, key: &str) -> Decision {
-        let (decision, now_ns) = self.limiter.peek(&[(key, self.rates.as_slice())]);
-        Decision::from_core(decision, now_ns)
-    }
-
-    #[getter]
-    fn limit(&self) -> u64 {
-        self.rates[0].limit()
-    }
-
-    fn __len__(&self) -> usize {
-        self.limiter.len()
     }
 }

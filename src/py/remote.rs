@@ -59,15 +59,13 @@ fn python_log() -> LogFn {
     })
 }
 
-/// Validates the settings (always, so a typo fails even with memory storage) and opens the Redis limiter
-/// when `storage` is a Redis URL.
-pub(super) fn open(
+/// Validates the settings (always, so a typo fails even with memory storage) and, when `storage` is a Redis
+/// URL, opens (or shares) its store.
+pub(super) fn open_store(
     storage: &str,
-    kind: AlgorithmKind,
     settings: &RedisSettings<'_>,
-    fallback: &Arc<AnyLimiter>,
     use_local_clock: bool,
-) -> Result<Option<Arc<RedisLimiter>>> {
+) -> Result<Option<(Arc<RedisStore>, LimiterOptions)>> {
     let on_backend_error = OnBackendError::parse(settings.on_backend_error).ok_or_else(|| {
         Error::Value(format!(
             "on_backend_error must be 'allow', 'deny' or 'memory', got {:?}",
@@ -96,12 +94,20 @@ pub(super) fn open(
         deny_cache_size,
         use_local_clock,
     };
-    Ok(Some(Arc::new(RedisLimiter::new(
-        store,
-        kind,
-        options,
-        Arc::clone(fallback),
-    ))))
+    Ok(Some((store, options)))
+}
+
+/// Validates the settings (always, so a typo fails even with memory storage) and opens the Redis limiter
+/// when `storage` is a Redis URL.
+pub(super) fn open(
+    storage: &str,
+    kind: AlgorithmKind,
+    settings: &RedisSettings<'_>,
+    fallback: &Arc<AnyLimiter>,
+    use_local_clock: bool,
+) -> Result<Option<Arc<RedisLimiter>>> {
+    Ok(open_store(storage, settings, use_local_clock)?
+        .map(|(store, options)| Arc::new(RedisLimiter::new(store, kind, options, Arc::clone(fallback)))))
 }
 
 type Limits = Vec<(String, Vec<Rate>)>;
@@ -154,7 +160,12 @@ pub(super) fn add_stats(remote: &RedisLimiter, stats: &Bound<'_, PyDict>) -> PyR
     let (allowed, denied) = remote.counts();
     stats.set_item("allowed", allowed)?;
     stats.set_item("denied", denied)?;
-    let counts = remote.store().counts();
+    add_store_stats(remote.store(), stats)
+}
+
+/// The counts of a Redis store, shared by the limiters on it.
+pub(super) fn add_store_stats(store: &RedisStore, stats: &Bound<'_, PyDict>) -> PyResult<()> {
+    let counts = store.counts();
     let load = |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
     stats.set_item("redis_calls", load(&counts.redis_calls))?;
     stats.set_item("backend_errors", load(&counts.backend_errors))?;
@@ -162,7 +173,7 @@ pub(super) fn add_stats(remote: &RedisLimiter, stats: &Bound<'_, PyDict>) -> PyR
     stats.set_item("incidents", load(&counts.incidents))?;
     stats.set_item("fallbacks", load(&counts.fallbacks))?;
     stats.set_item("deny_cache_hits", load(&counts.deny_cache_hits))?;
-    stats.set_item("breaker_open", u64::from(remote.store().breaker_open()))?;
+    stats.set_item("breaker_open", u64::from(store.breaker_open()))?;
     Ok(())
 }
 
@@ -194,7 +205,7 @@ impl Ready {
     fn close(&self) {}
 }
 
-fn ready<'py>(py: Python<'py>, value: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+pub(super) fn ready<'py>(py: Python<'py>, value: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     Ok(Bound::new(py, Ready { value: value.unbind() })?.into_any())
 }
 

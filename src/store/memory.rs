@@ -199,7 +199,10 @@ impl<S: Default + Clone + Send> MemoryStore<S> {
             let mut decision = check.algorithm.check(stored.unwrap_or(&fresh), now, cost);
             if stored.is_none() && commit && decision.allowed {
                 new_keys_per_shard[shard_index] += 1;
-                if !self.make_room(shard, new_keys_per_shard[shard_index], now, &check.algorithm) {
+                let algorithm = &check.algorithm;
+                if !self.make_room(shard, new_keys_per_shard[shard_index], now, |state| {
+                    algorithm.is_idle(state, now)
+                }) {
                     self.overflows.fetch_add(1, Ordering::Relaxed);
                     untracked[position] = true;
                     if self.on_full == OnFull::Deny {
@@ -239,13 +242,13 @@ impl<S: Default + Clone + Send> MemoryStore<S> {
     }
 
     /// Whether `extra` new keys fit in `shard`, sweeping idle keys out when it is time to.
-    fn make_room<A: Algorithm<State = S>>(&self, shard: &mut Shard<S>, extra: usize, now: u64, algorithm: &A) -> bool {
+    fn make_room(&self, shard: &mut Shard<S>, extra: usize, now: u64, is_idle: impl Fn(&S) -> bool) -> bool {
         let needed = shard.map.len() + extra;
         if needed > shard.sweep_at_len {
             let full = needed > self.keys_per_shard;
             let may_sweep = !full || shard.full_swept_at.is_none_or(|at| now >= at + FULL_SWEEP_INTERVAL_NS);
             if may_sweep {
-                shard.map.retain(|_, state| !algorithm.is_idle(state, now));
+                shard.map.retain(|_, state| !is_idle(state));
                 shard.full_swept_at = if full { Some(now) } else { None };
                 shard.sweep_at_len = (shard.map.len() * 2).max(FIRST_SWEEP_AT).min(self.keys_per_shard);
             }
@@ -281,6 +284,36 @@ impl<S: Default + Clone + Send> MemoryStore<S> {
     /// Forgets a key; it behaves as new afterwards.
     pub fn remove(&self, key: KeyHash) {
         self.shards[self.shard_of(key)].lock().map.remove(&key);
+    }
+
+    /// Runs `change` on the state of `key` under its shard's lock and drops the key if `is_idle` says it
+    /// behaves as a fresh one afterwards. An absent key is changed from a fresh state; it is kept only when
+    /// `create` is set and the store has room (swept as `decide` sweeps), else `change` gets `None` if
+    /// `create` is set (the store is full, counted) and a throwaway fresh state if not.
+    pub fn change<R>(
+        &self,
+        key: KeyHash,
+        now: u64,
+        create: bool,
+        is_idle: impl Fn(&S) -> bool,
+        change: impl FnOnce(Option<&mut S>) -> R,
+    ) -> R {
+        let mut shard = self.shards[self.shard_of(key)].lock();
+        if !shard.map.contains_key(&key) {
+            if !create {
+                return change(Some(&mut S::default()));
+            }
+            if !self.make_room(&mut shard, 1, now, &is_idle) {
+                self.overflows.fetch_add(1, Ordering::Relaxed);
+                return change(None);
+            }
+        }
+        let state = shard.map.entry(key).or_default();
+        let result = change(Some(state));
+        if is_idle(state) {
+            shard.map.remove(&key);
+        }
+        result
     }
 
     /// Changes a stored key's state in place, dropping it once it is fresh again.

@@ -27,6 +27,8 @@ use crate::decision::Decision;
 use crate::limiter::{AlgorithmKind, AnyLimiter, CostExceedsLimit};
 use crate::rate::Rate;
 
+pub mod concurrency;
+
 const NANOS_PER_MICRO: u64 = 1_000;
 /// Keys longer than this are stored by their SHA-1, so a client cannot make Redis hold huge keys.
 const MAX_KEY_BYTES: usize = 200;
@@ -438,6 +440,28 @@ impl Drop for ProbeGuard<'_> {
     }
 }
 
+/// `{prefix}{algorithm}:{{key}}`, the start of every Redis key of `key`. The key is the cluster hash tag, so `{`,
+/// `}` (and `%`, to keep the escape one-to-one) are percent-escaped: a route template such as `/users/{id}`
+/// must not cut the tag short and put every client of the route in one slot. Keys longer than
+/// `MAX_KEY_BYTES` are replaced by their SHA-1.
+pub fn tagged_key(prefix: &str, algorithm: &str, key: &str) -> String {
+    let escaped;
+    let key = if key.bytes().any(|byte| matches!(byte, b'{' | b'}' | b'%')) {
+        escaped = key.replace('%', "%25").replace('{', "%7B").replace('}', "%7D");
+        escaped.as_str()
+    } else {
+        key
+    };
+    let digest;
+    let key = if key.len() > MAX_KEY_BYTES {
+        digest = format!("sha1:{}", sha1_smol::Sha1::from(key).digest());
+        digest.as_str()
+    } else {
+        key
+    };
+    format!("{prefix}{algorithm}:{{{key}}}")
+}
+
 /// CRC16-XMODEM of the key's hash tag (or the whole key), modulo 16384: Redis Cluster's slot.
 pub fn cluster_slot(key: &str) -> u16 {
     let bytes = key.as_bytes();
@@ -574,28 +598,11 @@ impl RedisLimiter {
         )
     }
 
-    /// The Redis key of `key` under `rate`. The key is the cluster hash tag, so `{`, `}` (and `%`, to keep
-    /// the escape one-to-one) are percent-escaped: a route template such as `/users/{id}` must not cut the
-    /// tag short and put every client of the route in one slot.
+    /// The Redis key of `key` under `rate`: `{prefix}{algorithm}:{{key}}:{limit}:{period_us}` (see `tagged_key`).
     pub fn key_name(&self, key: &str, rate: Rate) -> String {
-        let escaped;
-        let key = if key.bytes().any(|byte| matches!(byte, b'{' | b'}' | b'%')) {
-            escaped = key.replace('%', "%25").replace('{', "%7B").replace('}', "%7D");
-            escaped.as_str()
-        } else {
-            key
-        };
-        let digest;
-        let key = if key.len() > MAX_KEY_BYTES {
-            digest = format!("sha1:{}", sha1_smol::Sha1::from(key).digest());
-            digest.as_str()
-        } else {
-            key
-        };
         format!(
-            "{}{}:{{{key}}}:{}:{}",
-            self.options.key_prefix,
-            self.kind.name(),
+            "{}:{}:{}",
+            tagged_key(&self.options.key_prefix, self.kind.name(), key),
             rate.limit(),
             rate.period_ns() / NANOS_PER_MICRO
         )
