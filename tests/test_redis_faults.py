@@ -5,15 +5,17 @@ logged once, and service resumes by itself when Redis is back."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from ferrolimit import Decision, Limiter
-from tests.redis_server import RedisServer, free_port
+from tests.redis_server import RedisCluster, RedisServer, free_port
 
 POLICIES = ["allow", "deny", "memory"]
 TIMEOUT_S = 0.15
@@ -171,3 +173,62 @@ def test_the_middleware_answers_every_request_while_redis_is_down(policy: str, f
         assert time.monotonic() < deadline, "service did not resume"
         time.sleep(0.02)
     assert status == 200, "Redis decides again, with the fresh state of a restarted server"
+
+
+def _slot_owner(cluster: RedisCluster) -> Callable[[str], RedisServer]:
+    """Which node serves a key's hash tag, from the cluster's own slot table."""
+    ranges = []
+    for start, end, master, *_ in cluster.nodes[0].command("CLUSTER", "SLOTS"):
+        port = int(master[1])
+        ranges.append((int(start), int(end), next(node for node in cluster.nodes if node.port == port)))
+
+    def owner(tag: str) -> RedisServer:
+        slot = int(cluster.nodes[0].command("CLUSTER", "KEYSLOT", tag))
+        return next(node for start, end, node in ranges if start <= slot <= end)
+
+    return owner
+
+
+@pytest.mark.parametrize("policy", ["allow", "deny"])
+def test_a_dead_cluster_node_takes_only_its_own_slots_out(
+    policy: str, redis_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With one of three masters dead, keys on the other two are still limited by Redis, exactly; keys on
+    the dead one are decided by the policy, quickly, and nothing raises. The breaker must not let the dead
+    node's failures switch the live nodes' keys over to the policy."""
+    cluster = RedisCluster(redis_dir).start()
+    try:
+        limiter = make(cluster.url, policy)
+        owner = _slot_owner(cluster)
+        victim = cluster.nodes[0]
+        # The limiter's keys hash-tag the client key (escaped only for '{', '}' and '%'), so the tag is the key.
+        dead_keys = [key for key in (f"client-{n}" for n in range(200)) if owner(key) is victim][:3]
+        live_keys = [key for key in (f"client-{n}" for n in range(200)) if owner(key) is not victim][:6]
+        assert len(dead_keys) == 3 and len(live_keys) == 6
+        assert all(limiter.hit(key).allowed for key in live_keys + dead_keys)  # every node answers
+        victim.kill()
+        for round_number in range(3):  # the dead node's failures come first, again and again
+            for key in dead_keys:
+                decision, took = timed(functools.partial(limiter.hit, key))
+                assert decision.allowed is (policy == "allow")
+                assert took < 2 * TIMEOUT_S + SLACK_S
+            for key in live_keys:
+                # 3/min: the first hit was before the kill, so rounds 0 and 1 pass and round 2 is refused
+                # whatever the policy: Redis, not the policy, decides these keys.
+                decision, took = timed(functools.partial(limiter.hit, key))
+                assert decision.allowed is (round_number < 2), (key, round_number, policy)
+                assert took < 2 * TIMEOUT_S + SLACK_S
+        stats = limiter.stats()
+        assert stats["fallbacks"] == len(dead_keys) * 3 and stats["incidents"] == 1
+        with caplog.at_level(logging.INFO, logger="ferrolimit"):
+            victim.start()  # back on its port with its cluster config: its slots again, but no data
+            after = wait_until_redis_answers(limiter, dead_keys[0])
+            assert after.allowed and after.remaining == 2, "Redis decides the dead node's keys again"
+            for key in dead_keys[1:]:
+                wait_until_redis_answers(limiter, key)
+            assert limiter.stats()["breaker_open"] == 0
+        warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+        assert len(warnings) == 1, "one incident, one line, however many zones it opened"
+        assert any("answers again" in record.getMessage() for record in caplog.records)
+    finally:
+        cluster.kill()

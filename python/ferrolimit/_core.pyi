@@ -165,7 +165,8 @@ class Limiter:
     Connecting waits at most ``connect_timeout_ms``, a command at most ``timeout_ms``. When Redis fails or
     times out, ``on_backend_error`` decides: ``"allow"`` (default), ``"deny"`` (``retry_after`` of at least 1 s)
     or ``"memory"`` (this process's memory store, same rules). After ``breaker_failures`` failures in a row no
-    call waits on Redis for ``breaker_cooldown_ms``; then one call probes it and reconnects. Each incident is
+    call waits on Redis for ``breaker_cooldown_ms``; then one call probes it and reconnects (on a cluster, per
+    range of 128 slots: a dead node's keys fall back, the live nodes' keys stay limited). Each incident is
     logged once (warning on the ``ferrolimit`` logger, info when Redis answers again) and counted in
     ``stats()``. No Redis failure raises out of a call. ``deny_cache_size > 0`` remembers that many denied
     requests in this process until their ``retry_after``, so a blocked client's flood does not reach Redis
@@ -217,7 +218,8 @@ class Limiter:
     def stats(self) -> dict[str, int]:
         """``allowed``, ``denied``, ``store_full`` counts since creation, and ``keys`` held now (in memory).
         On Redis also ``redis_calls``, ``backend_errors``, ``timeouts``, ``incidents``, ``fallbacks``,
-        ``deny_cache_hits`` and ``breaker_open`` (0 or 1), shared by the limiters on the same server."""
+        ``deny_cache_hits`` and ``breaker_open`` (1 while any breaker is open), shared by the limiters on the
+        same server."""
     def hit_async(self, key: str, cost: int = 1) -> Awaitable[Decision]:
         """``hit`` as an awaitable; on Redis the event loop runs on while the store answers."""
     def allow_async(self, key: str, cost: int = 1) -> Awaitable[bool]:

@@ -9,7 +9,9 @@
 //! - Each key's TTL is the time until its state equals a fresh key's, so idle keys disappear.
 //! - Failures (errors, timeouts) are decided by the limiter's policy: allow, deny or a local memory
 //!   limiter. After `breaker_failures` failures in a row the breaker opens: for `breaker_cooldown` no
-//!   request waits on Redis, then one probe reconnects. One log line per incident.
+//!   request waits on Redis, then one probe reconnects. On a cluster each zone of `SLOTS_PER_ZONE` slots
+//!   has a breaker of its own, so a dead node opens only its own slots' breakers and the keys of the
+//!   live nodes stay limited by Redis. One log line per incident, however many zones it touches.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -193,9 +195,29 @@ struct Breaker {
     failures: u32,
     open_until: Option<Instant>,
     probing: bool,
-    incident_started: Option<Instant>,
+}
+
+impl Breaker {
+    fn is_healthy(&self) -> bool {
+        self.failures == 0 && self.open_until.is_none()
+    }
+}
+
+/// An outage from its first failure until every breaker is healthy again: logged once at each end.
+#[derive(Default)]
+struct Incident {
+    started: Option<Instant>,
     fallbacks_at_start: u64,
 }
+
+/// Cluster slots per breaker zone: 128 zones of 128 slots. A node owns whole ranges of slots, so the
+/// zones of a dead node fail and open while the others keep answering.
+const SLOTS_PER_ZONE: usize = 128;
+const CLUSTER_ZONES: usize = 16_384 / SLOTS_PER_ZONE;
+
+/// Which breaker a call answers to: always 0 for one server; on a cluster, the zone of its first key's slot.
+#[derive(Clone, Copy)]
+pub struct Zone(usize);
 
 enum Admit {
     Yes,
@@ -211,7 +233,8 @@ pub struct RedisStore {
     options: ConnectOptions,
     conn: Mutex<Option<Conn>>,
     connecting: tokio::sync::Mutex<()>,
-    breaker: Mutex<Breaker>,
+    breakers: Vec<Mutex<Breaker>>,
+    incident: Mutex<Incident>,
     counts: StoreCounts,
     log: LogFn,
 }
@@ -249,13 +272,20 @@ impl RedisStore {
         {
             return Ok(store);
         }
+        let target = parse_target(url, options)?;
+        let zones = if matches!(target, Target::Cluster(_)) {
+            CLUSTER_ZONES
+        } else {
+            1
+        };
         let store = Arc::new(RedisStore {
-            target: parse_target(url, options)?,
+            target,
             shown_url: redacted(url),
             options: options.clone(),
             conn: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
-            breaker: Mutex::new(Breaker::default()),
+            breakers: (0..zones).map(|_| Mutex::new(Breaker::default())).collect(),
+            incident: Mutex::new(Incident::default()),
             counts: StoreCounts::default(),
             log,
         });
@@ -271,16 +301,26 @@ impl RedisStore {
         matches!(self.target, Target::Cluster(_))
     }
 
+    /// Whether any breaker is open: some requests skip Redis now.
     pub fn breaker_open(&self) -> bool {
-        self.breaker.lock().open_until.is_some()
+        self.breakers.iter().any(|breaker| breaker.lock().open_until.is_some())
+    }
+
+    /// The breaker zone of a call whose first Redis key is `key`.
+    pub fn zone(&self, key: &str) -> Zone {
+        if self.breakers.len() == 1 {
+            Zone(0)
+        } else {
+            Zone(usize::from(cluster_slot(key)) / SLOTS_PER_ZONE)
+        }
     }
 
     pub fn url(&self) -> &str {
         &self.shown_url
     }
 
-    fn admit(&self) -> Admit {
-        let mut breaker = self.breaker.lock();
+    fn admit(&self, zone: Zone) -> Admit {
+        let mut breaker = self.breakers[zone.0].lock();
         match breaker.open_until {
             None => Admit::Yes,
             Some(until) if Instant::now() >= until && !breaker.probing => {
@@ -291,43 +331,63 @@ impl RedisStore {
         }
     }
 
-    fn succeeded(&self) {
-        let mut breaker = self.breaker.lock();
-        breaker.failures = 0;
-        breaker.open_until = None;
-        breaker.probing = false;
-        if let Some(started) = breaker.incident_started.take() {
-            let fallbacks = self.counts.fallbacks.load(Ordering::Relaxed) - breaker.fallbacks_at_start;
-            drop(breaker);
-            (self.log)(
-                false,
-                &format!(
-                    "ferrolimit: Redis at {} answers again after {:.1} s; {fallbacks} decisions were made without it",
-                    self.shown_url,
-                    started.elapsed().as_secs_f64()
-                ),
-            );
+    fn succeeded(&self, zone: Zone) {
+        {
+            let mut breaker = self.breakers[zone.0].lock();
+            if breaker.is_healthy() && !breaker.probing {
+                drop(breaker);
+                if self.incident.lock().started.is_none() {
+                    return; // the common case: nothing was wrong
+                }
+            } else {
+                *breaker = Breaker::default();
+            }
         }
+        let mut incident = self.incident.lock();
+        let Some(started) = incident.started else {
+            return;
+        };
+        if !self.breakers.iter().all(|breaker| breaker.lock().is_healthy()) {
+            return; // another zone (a node still down) keeps the incident going
+        }
+        incident.started = None;
+        let fallbacks = self.counts.fallbacks.load(Ordering::Relaxed) - incident.fallbacks_at_start;
+        drop(incident);
+        (self.log)(
+            false,
+            &format!(
+                "ferrolimit: Redis at {} answers again after {:.1} s; {fallbacks} decisions were made without it",
+                self.shown_url,
+                started.elapsed().as_secs_f64()
+            ),
+        );
     }
 
-    fn failed(&self, error: &BackendError, policy: OnBackendError) {
+    fn failed(&self, zone: Zone, error: &BackendError, policy: OnBackendError) {
         self.counts.backend_errors.fetch_add(1, Ordering::Relaxed);
         if matches!(error, BackendError::Timeout) {
             self.counts.timeouts.fetch_add(1, Ordering::Relaxed);
         }
-        let mut breaker = self.breaker.lock();
-        breaker.failures = breaker.failures.saturating_add(1);
-        let probe_failed = breaker.probing;
-        breaker.probing = false;
-        if probe_failed || breaker.failures >= self.options.breaker_failures {
-            breaker.open_until = Some(Instant::now() + self.options.breaker_cooldown);
-            // The probe after the cooldown connects afresh instead of waiting on a dead connection.
-            *self.conn.lock() = None;
+        {
+            let mut breaker = self.breakers[zone.0].lock();
+            breaker.failures = breaker.failures.saturating_add(1);
+            let probe_failed = breaker.probing;
+            breaker.probing = false;
+            if probe_failed || breaker.failures >= self.options.breaker_failures {
+                breaker.open_until = Some(Instant::now() + self.options.breaker_cooldown);
+                if !self.is_cluster() {
+                    // The probe after the cooldown connects afresh instead of waiting on a dead connection.
+                    // (A cluster connection reconnects node by node by itself; dropping it would cut off the
+                    // live nodes too.)
+                    *self.conn.lock() = None;
+                }
+            }
         }
-        if breaker.incident_started.is_none() {
-            breaker.incident_started = Some(Instant::now());
-            breaker.fallbacks_at_start = self.counts.fallbacks.load(Ordering::Relaxed);
-            drop(breaker);
+        let mut incident = self.incident.lock();
+        if incident.started.is_none() {
+            incident.started = Some(Instant::now());
+            incident.fallbacks_at_start = self.counts.fallbacks.load(Ordering::Relaxed);
+            drop(incident);
             self.counts.incidents.fetch_add(1, Ordering::Relaxed);
             (self.log)(
                 true,
@@ -429,13 +489,14 @@ impl RedisStore {
 
 struct ProbeGuard<'a> {
     store: &'a RedisStore,
+    zone: Zone,
     armed: bool,
 }
 
 impl Drop for ProbeGuard<'_> {
     fn drop(&mut self) {
         if self.armed {
-            self.store.breaker.lock().probing = false;
+            self.store.breakers[self.zone.0].lock().probing = false;
         }
     }
 }
@@ -645,11 +706,12 @@ impl RedisLimiter {
             self.denied.fetch_add(1, Ordering::Relaxed);
             return Ok(outcome);
         }
-        let outcome = match self.run(&resolved, cost, mode).await {
+        let zone = self.store.zone(&resolved[0].name);
+        let outcome = match self.run(zone, &resolved, cost, mode).await {
             Ok(outcome) => outcome,
             Err(error) => {
                 if !matches!(error, BackendError::Breaker) {
-                    self.store.failed(&error, self.options.on_backend_error);
+                    self.store.failed(zone, &error, self.options.on_backend_error);
                 }
                 self.store.counts.fallbacks.fetch_add(1, Ordering::Relaxed);
                 self.fall_back(limits, &resolved, cost, mode)
@@ -717,19 +779,20 @@ impl RedisLimiter {
         );
     }
 
-    async fn run(&self, limits: &[Limit], cost: u64, mode: Mode) -> Result<Outcome, BackendError> {
-        let admit = self.store.admit();
+    async fn run(&self, zone: Zone, limits: &[Limit], cost: u64, mode: Mode) -> Result<Outcome, BackendError> {
+        let admit = self.store.admit(zone);
         if matches!(admit, Admit::No) {
             return Err(BackendError::Breaker);
         }
         // A probe dropped half-way (its awaitable cancelled) must not leave the breaker waiting for it.
         let _probe = ProbeGuard {
             store: &self.store,
+            zone,
             armed: matches!(admit, Admit::Probe),
         };
         let result = self.run_admitted(limits, cost, mode).await;
         if result.is_ok() {
-            self.store.succeeded();
+            self.store.succeeded(zone);
         }
         result
     }
@@ -873,16 +936,19 @@ impl RedisLimiter {
         self.fallback.reset(key, rates);
         self.deny_cache.lock().clear();
         let names: Vec<String> = rates.iter().map(|&rate| self.key_name(key, rate)).collect();
-        if matches!(self.store.admit(), Admit::No) {
+        let Some(zone) = names.first().map(|name| self.store.zone(name)) else {
+            return true;
+        };
+        if matches!(self.store.admit(zone), Admit::No) {
             return false;
         }
         match self.store.delete(&names).await {
             Ok(()) => {
-                self.store.succeeded();
+                self.store.succeeded(zone);
                 true
             }
             Err(error) => {
-                self.store.failed(&error, self.options.on_backend_error);
+                self.store.failed(zone, &error, self.options.on_backend_error);
                 false
             }
         }

@@ -189,12 +189,15 @@ impl RedisConcurrency {
     }
 
     async fn call(&self, key: &str, units: u64, mode: u8, id: &str) -> Result<Reply, BackendError> {
-        let admit = self.store.admit();
+        let names = self.key_names(key);
+        let zone = self.store.zone(&names[0]);
+        let admit = self.store.admit(zone);
         if matches!(admit, Admit::No) {
             return Err(BackendError::Breaker);
         }
         let _probe = ProbeGuard {
             store: &self.store,
+            zone,
             armed: matches!(admit, Admit::Probe),
         };
         let now_arg = if self.options.use_local_clock {
@@ -210,7 +213,7 @@ impl RedisConcurrency {
             self.lease_us.to_string(),
             id.to_owned(),
         ];
-        let result = self.store.eval(&self.script, &self.key_names(key), &args).await;
+        let result = self.store.eval(&self.script, &names, &args).await;
         let reply = match result {
             Ok(reply) if reply.len() == 4 => reply,
             Ok(_) => {
@@ -221,7 +224,7 @@ impl RedisConcurrency {
             }
             Err(error) => return Err(error),
         };
-        self.store.succeeded();
+        self.store.succeeded(zone);
         let whole = |value: i64| u64::try_from(value).unwrap_or(0);
         Ok(Reply {
             now_ns: whole(reply[0]).saturating_mul(NANOS_PER_MICRO),
@@ -231,9 +234,10 @@ impl RedisConcurrency {
         })
     }
 
-    fn failed(&self, error: &BackendError) {
+    fn failed(&self, key: &str, error: &BackendError) {
         if !matches!(error, BackendError::Breaker) {
-            self.store.failed(error, self.options.on_backend_error);
+            let zone = self.store.zone(&self.key_names(key)[0]);
+            self.store.failed(zone, error, self.options.on_backend_error);
         }
     }
 
@@ -260,7 +264,7 @@ impl RedisConcurrency {
                 }
             }
             Err(error) => {
-                self.failed(&error);
+                self.failed(key, &error);
                 self.store.counts.fallbacks.fetch_add(1, Ordering::Relaxed);
                 self.fall_back(key, cost, true)
             }
@@ -278,7 +282,7 @@ impl RedisConcurrency {
                 token: None,
             },
             Err(error) => {
-                self.failed(&error);
+                self.failed(key, &error);
                 self.store.counts.fallbacks.fetch_add(1, Ordering::Relaxed);
                 self.fall_back(key, 1, false)
             }
@@ -292,7 +296,7 @@ impl RedisConcurrency {
             LeaseToken::Redis(id) => match self.call(key, units, RELEASE, id).await {
                 Ok(reply) => reply.released,
                 Err(error) => {
-                    self.failed(&error);
+                    self.failed(key, &error);
                     0
                 }
             },
