@@ -663,3 +663,27 @@ def test_requests_through_the_dependency_leave_no_reference_cycles() -> None:
         gc.enable()
     assert started[-1]["status"] == 200
     assert (b"x-ratelimit-remaining", b"945") in started[-1]["headers"]  # type: ignore[operator]
+
+
+def test_route_caches_stay_one_entry_per_route_through_included_routers() -> None:
+    """The per-route caches are keyed by the matched route; FastAPI builds a router's effective routes once
+    per inclusion, so many requests (to two inclusions of one router) leave one entry per inclusion."""
+    limited = rate_limit("1000/min")
+    router = APIRouter()
+
+    @router.get("/items/{item_id}", dependencies=[limited])
+    async def item(item_id: int) -> dict[str, int]:
+        return {"item": item_id}
+
+    app = FastAPI()
+    app.include_router(router, prefix="/v1")
+    app.include_router(router, prefix="/v2")
+    fastlimit = FastLimit(clock=FakeClock(T0))
+    fastlimit.init_app(app)
+    client = TestClient(app)
+    for n in range(30):
+        assert client.get(f"/v1/items/{n}").headers["x-ratelimit-remaining"] == str(999 - n)
+        assert client.get(f"/v2/items/{n}").headers["x-ratelimit-remaining"] == str(999 - n)
+    assert len(limited.dependency._plans) == 2
+    assert len(fastlimit._route_limits) == 2
+    assert set(fastlimit.stats()) == {"GET /v1/items/{item_id}", "GET /v2/items/{item_id}"}
