@@ -26,6 +26,7 @@ local function standing(limit, period, emission, start, count)
 end
 
 local function save(key, limit, period, emission, start, count)
-  redis.call("HSET", key, "w", string.format("%.0f", start), "c", string.format("%.0f", count))
+  redis.call("HSET", key, "w", string.format("%.0f", start),
+    "c", string.format(count < 2147483648 and "%d" or "%.0f", count))
   redis.call("PEXPIRE", key, math.ceil((start + period - now) / 1000))
 end

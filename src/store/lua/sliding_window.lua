@@ -67,7 +67,8 @@ local function standing(limit, period, emission, start, current, previous)
 end
 
 local function save(key, limit, period, emission, start, current, previous)
-  redis.call("HSET", key, "w", string.format("%.0f", start), "c", string.format("%.0f", current),
-    "p", string.format("%.0f", previous))
+  redis.call("HSET", key, "w", string.format("%.0f", start),
+    "c", string.format(current < 2147483648 and "%d" or "%.0f", current),
+    "p", string.format(previous < 2147483648 and "%d" or "%.0f", previous))
   redis.call("PEXPIRE", key, math.max(1, math.ceil(until_clear(period, start, current, previous) / 1000)))
 end
