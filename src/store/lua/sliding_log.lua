@@ -3,12 +3,17 @@
 -- State: live (units in the period, those this call takes included), added (taken by this call, not in the
 -- list until saved) and the key.
 local function load(key, limit, period)
+  -- The oldest entry first: while it is live (or there is none) nothing needs trimming.
+  local oldest = redis.call("LINDEX", key, 0)
+  if not oldest then
+    return 0, 0, key
+  end
   local length = redis.call("LLEN", key)
-  if length > 0 then
+  if tonumber(oldest) + period <= now then
     if tonumber(redis.call("LINDEX", key, -1)) + period <= now then
       redis.call("DEL", key)
       length = 0
-    elseif tonumber(redis.call("LINDEX", key, 0)) + period <= now then
+    else
       -- the first live entry, by binary search: entry lo is expired, entry hi is live
       local lo, hi = 0, length - 1
       while hi - lo > 1 do
