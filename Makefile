@@ -51,6 +51,7 @@ bench: release ## benchmarks against peer libraries (release build)
 	$(PY) benches/compare.py
 	timeout 600 $(PY) benches/mcp_bench.py
 	timeout 300 $(PY) benches/redis_bench.py
+	timeout 300 $(PY) benches/lua_cost.py
 	@command -v wrk >/dev/null || apt-get install -y -q wrk >/dev/null 2>&1 || echo "wrk is not installed: the HTTP bench uses its asyncio client"
 	timeout 600 $(PY) benches/http_bench.py
 

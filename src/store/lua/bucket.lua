@@ -1,55 +1,50 @@
 -- Token bucket and leaky bucket (the same arithmetic): units taken out (or water level) and the instant
 -- the last unit came back, in a hash {t, s}.
-local function load(key, rate)
+local function load(key)
   local fields = redis.call("HMGET", key, "t", "s")
-  return {taken = tonumber(fields[1]) or 0, since = tonumber(fields[2]) or 0}
+  return tonumber(fields[1]) or 0, tonumber(fields[2]) or 0
 end
 
-local function settle(state, rate)
-  if state.taken == 0 or now <= state.since then
-    return state.taken, state.since
+-- The units still taken now, and the instant the last of the others came back.
+local function settle(emission, taken, since)
+  if taken == 0 or now <= since then
+    return taken, since
   end
-  local returned = idiv(now - state.since, rate.emission)
-  if returned >= state.taken then
+  local returned = idiv(now - since, emission)
+  if returned >= taken then
     return 0, now
   end
-  return state.taken - returned, state.since + returned * rate.emission
+  return taken - returned, since + returned * emission
 end
 
-local function check(state, rate, n)
-  local taken, since = settle(state, rate)
+local function check(limit, period, emission, n, taken, since)
+  taken, since = settle(emission, taken, since)
   local carried = 0
   if taken > 0 then
     carried = now - since
-  end
-  if taken + n <= rate.limit then
-    return true, rate.limit - taken - n, (taken + n) * rate.emission - carried, 0
-  end
-  return false, rate.limit - taken, taken * rate.emission - carried, (taken + n - rate.limit) * rate.emission - carried
-end
-
-local function apply(state, rate, n)
-  local taken, since = settle(state, rate)
-  if taken == 0 then
+  else
     since = now
   end
-  state.taken, state.since = taken + n, since
-end
-
-local function standing(state, rate)
-  local taken, since = settle(state, rate)
-  local carried = 0
-  if taken > 0 then
-    carried = now - since
+  if taken + n <= limit then
+    return true, limit - taken - n, (taken + n) * emission - carried, 0, taken + n, since
   end
-  return rate.limit - taken, taken * rate.emission - carried
+  return false, limit - taken, taken * emission - carried, (taken + n - limit) * emission - carried, taken + n, since
 end
 
-local function save(key, state, rate)
-  local until_empty = state.since + state.taken * rate.emission - now
-  if state.taken > 0 and until_empty > 0 then
-    redis.call("HSET", key, "t", string.format("%.0f", state.taken), "s", string.format("%.0f", state.since))
-    redis.call("PEXPIRE", key, ttl_ms(until_empty))
+local function standing(limit, period, emission, taken, since)
+  taken, since = settle(emission, taken, since)
+  if taken > 0 then
+    return limit - taken, taken * emission - (now - since)
+  end
+  return limit, 0
+end
+
+local function save(key, limit, period, emission, taken, since)
+  local until_empty = since + taken * emission - now
+  if taken > 0 and until_empty > 0 then
+    redis.call("HSET", key, "t", string.format(taken < 2147483648 and "%d" or "%.0f", taken),
+      "s", string.format("%.0f", since))
+    redis.call("PEXPIRE", key, math.ceil(until_empty / 1000))
   else
     redis.call("DEL", key)
   end

@@ -67,7 +67,7 @@ local last = redis.call("ZRANGE", leases, -1, -1, "WITHSCORES")
 if last[2] == nil then
   redis.call("DEL", leases, costs)
 else
-  local ttl = ttl_ms(tonumber(last[2]) - now)
+  local ttl = math.max(1, math.ceil((tonumber(last[2]) - now) / 1000))
   redis.call("PEXPIRE", leases, ttl)
   redis.call("PEXPIRE", costs, ttl)
 end

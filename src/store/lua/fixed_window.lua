@@ -1,41 +1,38 @@
 -- Fixed window: a count per window of one period, windows aligned to multiples of the period, in a hash
--- {w (window start), c (count)}.
-local function load(key, rate)
+-- {w (window start), c (count)}. State: start, count, and the start as stored (0 if none), so that a hit in
+-- the stored window rewrites the count only.
+local function load(key)
   local fields = redis.call("HMGET", key, "w", "c")
-  return {start = tonumber(fields[1]) or 0, count = tonumber(fields[2]) or 0}
+  local stored = tonumber(fields[1]) or 0
+  return stored, tonumber(fields[2]) or 0, stored
 end
 
-local function current(state, rate)
-  local start = now - math.fmod(now, rate.period)
-  if state.start == start then
-    return start, state.count
+local function check(limit, period, emission, n, start, count, stored)
+  local current = now - math.fmod(now, period)
+  if start ~= current then
+    count = 0
   end
-  return start, 0
-end
-
-local function check(state, rate, n)
-  local start, count = current(state, rate)
-  local until_next = start + rate.period - now
-  if count + n <= rate.limit then
-    return true, rate.limit - count - n, until_next, 0
+  local until_next = current + period - now
+  if count + n <= limit then
+    return true, limit - count - n, until_next, 0, current, count + n, stored
   end
-  return false, rate.limit - count, until_next, until_next
+  return false, limit - count, until_next, until_next, current, count + n, stored
 end
 
-local function apply(state, rate, n)
-  local start, count = current(state, rate)
-  state.start, state.count = start, count + n
-end
-
-local function standing(state, rate)
-  local start, count = current(state, rate)
-  if count == 0 then
-    return rate.limit, 0
+local function standing(limit, period, emission, start, count)
+  local current = now - math.fmod(now, period)
+  if start ~= current or count == 0 then
+    return limit, 0
   end
-  return rate.limit - count, start + rate.period - now
+  return limit - count, current + period - now
 end
 
-local function save(key, state, rate)
-  redis.call("HSET", key, "w", string.format("%.0f", state.start), "c", string.format("%.0f", state.count))
-  redis.call("PEXPIRE", key, ttl_ms(state.start + rate.period - now))
+local function save(key, limit, period, emission, start, count, stored)
+  local c = string.format(count < 2147483648 and "%d" or "%.0f", count)
+  if start == stored then
+    redis.call("HSET", key, "c", c)
+  else
+    redis.call("HSET", key, "w", string.format("%.0f", start), "c", c)
+  end
+  redis.call("PEXPIRE", key, math.ceil((start + period - now) / 1000))
 end

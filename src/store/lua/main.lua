@@ -1,57 +1,77 @@
--- Runs the algorithm defined above over every KEYS[i]: load, check, commit, save.
+-- Runs the algorithm defined above over every KEYS[i]: load, check, and if every limit passes, save.
 if #KEYS == 1 then
   -- One limit, the common case: the same steps without the bookkeeping that several limits need.
-  local key, rate = KEYS[1], rate_of(1)
-  local state = load(key, rate)
-  local allowed, remaining, reset_after, retry_after = check(state, rate, mode == 2 and 1 or cost)
-  if mode == 2 then
-    remaining, reset_after = standing(state, rate)
-  elseif mode == 1 and allowed then
-    apply(state, rate, cost)
-    save(key, state, rate)
+  local key, limit, period = KEYS[1], ARGV[4] + 0, ARGV[5] + 0
+  local emission = math.floor(period / limit)
+  if emission < 1 then
+    emission = 1
   end
-  local flag = allowed and 1 or 0
-  return {now, flag, flag, remaining, reset_after, retry_after}
+  if mode == 2 then
+    local a, b, c = load(key, limit, period, emission)
+    local allowed, _, _, retry_after = check(limit, period, emission, 1, a, b, c)
+    local flag = allowed and 1 or 0
+    local remaining, reset_after = standing(limit, period, emission, a, b, c)
+    return {now, flag, flag, remaining, reset_after, retry_after}
+  end
+  local allowed, remaining, reset_after, retry_after, a, b, c =
+    check(limit, period, emission, cost, load(key, limit, period, emission))
+  if allowed then
+    if mode == 1 then
+      save(key, limit, period, emission, a, b, c)
+    end
+    return {now, 1, 1, remaining, reset_after, retry_after}
+  end
+  return {now, 0, 0, remaining, reset_after, retry_after}
 end
-local states, rates = {}, {}
+-- Several limits. states[key] is shared by every limit with that key: [1..3] the state loaded, [4..6] the state
+-- after this call's commits (false until the key's first check), [7..9] the rate of the key's first limit.
+local states = {}
 local reply = {now, 1}
 local all_allowed = true
 for i = 1, #KEYS do
-  local key = KEYS[i]
-  local rate = rate_of(i)
-  rates[i] = rate
-  if states[key] == nil then
-    states[key] = load(key, rate)
+  local key, limit, period = KEYS[i], ARGV[2 + 2 * i] + 0, ARGV[3 + 2 * i] + 0
+  local emission = math.floor(period / limit)
+  if emission < 1 then
+    emission = 1
   end
   local state = states[key]
-  local allowed, remaining, reset_after, retry_after
+  if state == nil then
+    local a, b, c = load(key, limit, period, emission)
+    state = {a, b, c, false, false, false, limit, period, emission}
+    states[key] = state
+  end
+  local allowed, remaining, reset_after, retry_after, a, b, c
   if mode == 2 then
-    allowed, remaining, reset_after, retry_after = check(state, rate, 1)
-    remaining, reset_after = standing(state, rate)
+    allowed, remaining, reset_after, retry_after = check(limit, period, emission, 1, state[1], state[2], state[3])
+    remaining, reset_after = standing(limit, period, emission, state[1], state[2], state[3])
   else
-    allowed, remaining, reset_after, retry_after = check(state, rate, cost)
+    allowed, remaining, reset_after, retry_after, a, b, c =
+      check(limit, period, emission, cost, state[1], state[2], state[3])
+    if mode == 1 then
+      if state[4] == false then
+        state[4], state[5], state[6] = a, b, c
+      else
+        -- the key again: this commit takes from what the previous one left
+        local _
+        _, _, _, _, state[4], state[5], state[6] = check(limit, period, emission, cost, state[4], state[5], state[6])
+      end
+    end
   end
   if not allowed then
     all_allowed = false
   end
-  reply[#reply + 1] = allowed and 1 or 0
-  reply[#reply + 1] = remaining
-  reply[#reply + 1] = reset_after
-  reply[#reply + 1] = retry_after
+  local at = 4 * i - 1
+  reply[at], reply[at + 1], reply[at + 2], reply[at + 3] = allowed and 1 or 0, remaining, reset_after, retry_after
 end
 if not all_allowed then
   reply[2] = 0
-end
-if mode == 1 and all_allowed then
-  local saved = {}
-  for i = 1, #KEYS do
-    apply(states[KEYS[i]], rates[i], cost)
-  end
+elseif mode == 1 then
   for i = 1, #KEYS do
     local key = KEYS[i]
-    if not saved[key] then
-      saved[key] = true
-      save(key, states[key], rates[i])
+    local state = states[key]
+    if state ~= nil then
+      save(key, state[7], state[8], state[9], state[4], state[5], state[6])
+      states[key] = nil
     end
   end
 end

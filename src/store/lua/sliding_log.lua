@@ -1,21 +1,24 @@
 -- Sliding window log: a list of the timestamps of the units taken in the last period, oldest first.
 -- Entries that have left the period are trimmed off the front when the key is loaded.
-local function expired(at, rate)
-  return tonumber(at) + rate.period <= now
-end
-
-local function load(key, rate)
+-- State: live (units in the period, those this call takes included), added (taken by this call, not in the
+-- list until saved) and the key.
+local function load(key, limit, period)
+  -- The oldest entry first: while it is live (or there is none) nothing needs trimming.
+  local oldest = redis.call("LINDEX", key, 0)
+  if not oldest then
+    return 0, 0, key
+  end
   local length = redis.call("LLEN", key)
-  if length > 0 then
-    if expired(redis.call("LINDEX", key, -1), rate) then
+  if tonumber(oldest) + period <= now then
+    if tonumber(redis.call("LINDEX", key, -1)) + period <= now then
       redis.call("DEL", key)
       length = 0
-    elseif expired(redis.call("LINDEX", key, 0), rate) then
+    else
       -- the first live entry, by binary search: entry lo is expired, entry hi is live
       local lo, hi = 0, length - 1
       while hi - lo > 1 do
         local mid = math.floor((lo + hi) / 2)
-        if expired(redis.call("LINDEX", key, mid), rate) then
+        if tonumber(redis.call("LINDEX", key, mid)) + period <= now then
           lo = mid
         else
           hi = mid
@@ -25,54 +28,44 @@ local function load(key, rate)
       length = length - hi
     end
   end
-  return {key = key, live = length, added = 0}
+  return length, 0, key
 end
 
-local function newest(state)
-  if state.added > 0 then
-    return now
-  end
-  if state.live == 0 then
-    return nil
-  end
-  return tonumber(redis.call("LINDEX", state.key, -1))
-end
-
-local function standing(state, rate)
-  local last = newest(state)
+local function standing(limit, period, emission, live, added, key)
   local reset_after = 0
-  if last ~= nil then
-    reset_after = math.max(0, last + rate.period - now)
+  if added > 0 then
+    reset_after = period
+  elseif live > 0 then
+    reset_after = math.max(0, tonumber(redis.call("LINDEX", key, -1)) + period - now)
   end
-  return rate.limit - state.live, reset_after
+  return limit - live, reset_after
 end
 
-local function check(state, rate, n)
-  if state.live + n <= rate.limit then
-    return true, rate.limit - state.live - n, rate.period, 0
+local function check(limit, period, emission, n, live, added, key)
+  if live + n <= limit then
+    return true, limit - live - n, period, 0, live + n, added + n, key
   end
-  local must_expire = state.live + n - rate.limit
-  local retry_after = tonumber(redis.call("LINDEX", state.key, must_expire - 1)) + rate.period - now
-  local remaining, reset_after = standing(state, rate)
-  return false, remaining, reset_after, retry_after
+  local remaining, reset_after = standing(limit, period, emission, live, added, key)
+  -- The entry that must leave the period first. It is in the list whenever the limits are checked; only the
+  -- commit of a limit listed twice in one call can count past it, and then the verdict is not used.
+  local must_expire = live + n - limit
+  local retry_after = 0
+  if must_expire <= live - added then
+    retry_after = tonumber(redis.call("LINDEX", key, must_expire - 1)) + period - now
+  end
+  return false, remaining, reset_after, retry_after, live + n, added + n, key
 end
 
-local function apply(state, rate, n)
-  state.live = state.live + n
-  state.added = state.added + n
-end
-
-local function save(key, state, rate)
+local function save(key, limit, period, emission, live, added)
   local stamp = string.format("%.0f", now)
-  local left = state.added
+  local left = added
   while left > 0 do
     local batch = {}
-    for _ = 1, math.min(left, 1000) do
-      batch[#batch + 1] = stamp
+    for i = 1, math.min(left, 1000) do
+      batch[i] = stamp
     end
     redis.call("RPUSH", key, unpack(batch))
     left = left - #batch
   end
-  state.added = 0
-  redis.call("PEXPIRE", key, ttl_ms(rate.period))
+  redis.call("PEXPIRE", key, math.ceil(period / 1000))
 end
