@@ -42,9 +42,9 @@ end
 local function save(key, limit, period, emission, taken, since)
   local until_empty = since + taken * emission - now
   if taken > 0 and until_empty > 0 then
-    redis.call("HSET", key, "t", string.format(taken < 2147483648 and "%d" or "%.0f", taken),
+    redis.call("HSET", key, "t", whole(taken),
       "s", string.format("%.0f", since))
-    redis.call("PEXPIRE", key, math.ceil(until_empty / 1000))
+    redis.call("PEXPIRE", key, whole(math.ceil(until_empty / 1000)))
   else
     redis.call("DEL", key)
   end

@@ -23,7 +23,7 @@ if #expired > 0 then
     redis.call("HDEL", costs, unpack(batch))
   end
   redis.call("ZREMRANGEBYSCORE", leases, "-inf", stamp)
-  redis.call("HINCRBY", costs, "n", -purged)
+  redis.call("HINCRBY", costs, "n", whole(-purged))
 end
 
 local in_flight = tonumber(redis.call("HGET", costs, "n")) or 0
@@ -34,15 +34,15 @@ if in_flight < 0 then
     in_flight = in_flight + tonumber(units)
   end
   in_flight = in_flight - (tonumber(redis.call("HGET", costs, "n")) or 0)
-  redis.call("HSET", costs, "n", in_flight)
+  redis.call("HSET", costs, "n", whole(in_flight))
 end
 local allowed, released = 0, 0
 if mode == 1 then
   if in_flight + cost <= limit then
     allowed = 1
     redis.call("ZADD", leases, string.format("%.0f", now + lease_us), id)
-    redis.call("HSET", costs, id, cost)
-    redis.call("HINCRBY", costs, "n", cost)
+    redis.call("HSET", costs, id, whole(cost))
+    redis.call("HINCRBY", costs, "n", whole(cost))
   end
 elseif mode == 2 then
   if in_flight < limit then
@@ -56,9 +56,9 @@ elseif mode == 3 then
       redis.call("ZREM", leases, id)
       redis.call("HDEL", costs, id)
     else
-      redis.call("HINCRBY", costs, id, -released)
+      redis.call("HINCRBY", costs, id, whole(-released))
     end
-    redis.call("HINCRBY", costs, "n", -released)
+    redis.call("HINCRBY", costs, "n", whole(-released))
   end
 end
 
@@ -68,7 +68,7 @@ if last[2] == nil then
   redis.call("DEL", leases, costs)
 else
   local ttl = math.max(1, math.ceil((tonumber(last[2]) - now) / 1000))
-  redis.call("PEXPIRE", leases, ttl)
-  redis.call("PEXPIRE", costs, ttl)
+  redis.call("PEXPIRE", leases, whole(ttl))
+  redis.call("PEXPIRE", costs, whole(ttl))
 end
 return {now, allowed, in_flight, released}

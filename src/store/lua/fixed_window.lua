@@ -28,11 +28,11 @@ local function standing(limit, period, emission, start, count)
 end
 
 local function save(key, limit, period, emission, start, count, stored)
-  local c = string.format(count < 2147483648 and "%d" or "%.0f", count)
+  local c = whole(count)
   if start == stored then
     redis.call("HSET", key, "c", c)
   else
     redis.call("HSET", key, "w", string.format("%.0f", start), "c", c)
   end
-  redis.call("PEXPIRE", key, math.ceil((start + period - now) / 1000))
+  redis.call("PEXPIRE", key, whole(math.ceil((start + period - now) / 1000)))
 end

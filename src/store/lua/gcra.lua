@@ -28,7 +28,7 @@ end
 local function save(key, limit, period, emission, tat)
   if tat > now then
     -- at least 1 ms: tat - now >= 1 µs
-    redis.call("SET", key, string.format("%.0f", tat), "PX", math.ceil((tat - now) / 1000))
+    redis.call("SET", key, string.format("%.0f", tat), "PX", whole(math.ceil((tat - now) / 1000)))
   else
     redis.call("DEL", key)
   end

@@ -12,8 +12,8 @@
 -- Whole numbers are written to Redis with string.format("%.0f"): tostring and number arguments of
 -- redis.call are not exact for every value past 1e14 (epoch microseconds are about 1.8e15): tostring keeps
 -- 14 significant digits and Redis 7.2+ writes number arguments in the shortest form, such as 1.8e+15.
--- Counts are written with string.format(count < 2147483648 and "%d" or "%.0f", count): "%d" converts to a C
--- long, exact below 2^31 even where long has 32 bits, and costs less than half as much as "%.0f".
+-- Other whole numbers (counts, TTLs, list indexes) go through whole() below: "%d" converts to a C long,
+-- exact below 2^31 even where long has 32 bits, and costs less than half as much as "%.0f".
 local now
 if ARGV[1] == "" then
   local time = redis.call("TIME")
@@ -23,6 +23,12 @@ else
 end
 local cost = ARGV[2] + 0
 local mode = ARGV[3] + 0
+
+-- A whole number as an exact decimal string, for every number handed to redis.call: Redis 7.2.0-7.2.4 writes
+-- number arguments such as 100000000 as "1e+08", which PEXPIRE, HINCRBY and LTRIM refuse.
+local function whole(x)
+  return string.format((x < 2147483648 and x > -2147483648) and "%d" or "%.0f", x)
+end
 
 -- floor(a / b) for whole a >= 0 and b > 0, exact even where the double quotient rounds up.
 local function idiv(a, b)

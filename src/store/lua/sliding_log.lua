@@ -18,13 +18,13 @@ local function load(key, limit, period)
       local lo, hi = 0, length - 1
       while hi - lo > 1 do
         local mid = math.floor((lo + hi) / 2)
-        if tonumber(redis.call("LINDEX", key, mid)) + period <= now then
+        if tonumber(redis.call("LINDEX", key, whole(mid))) + period <= now then
           lo = mid
         else
           hi = mid
         end
       end
-      redis.call("LTRIM", key, hi, -1)
+      redis.call("LTRIM", key, whole(hi), -1)
       length = length - hi
     end
   end
@@ -51,7 +51,7 @@ local function check(limit, period, emission, n, live, added, key)
   local must_expire = live + n - limit
   local retry_after = 0
   if must_expire <= live - added then
-    retry_after = tonumber(redis.call("LINDEX", key, must_expire - 1)) + period - now
+    retry_after = tonumber(redis.call("LINDEX", key, whole(must_expire - 1))) + period - now
   end
   return false, remaining, reset_after, retry_after, live + n, added + n, key
 end
@@ -67,5 +67,5 @@ local function save(key, limit, period, emission, live, added)
     redis.call("RPUSH", key, unpack(batch))
     left = left - #batch
   end
-  redis.call("PEXPIRE", key, math.ceil(period / 1000))
+  redis.call("PEXPIRE", key, whole(math.ceil(period / 1000)))
 end

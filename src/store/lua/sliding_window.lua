@@ -68,7 +68,7 @@ end
 
 local function save(key, limit, period, emission, start, current, previous)
   redis.call("HSET", key, "w", string.format("%.0f", start),
-    "c", string.format(current < 2147483648 and "%d" or "%.0f", current),
-    "p", string.format(previous < 2147483648 and "%d" or "%.0f", previous))
-  redis.call("PEXPIRE", key, math.max(1, math.ceil(until_clear(period, start, current, previous) / 1000)))
+    "c", whole(current),
+    "p", whole(previous))
+  redis.call("PEXPIRE", key, whole(math.max(1, math.ceil(until_clear(period, start, current, previous) / 1000))))
 end
