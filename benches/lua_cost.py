@@ -19,18 +19,11 @@ Not a test: `make bench` runs it.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import shutil
-import socket
 import statistics
-import subprocess
-import sys
-import tempfile
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import redis
+from bench_redis_server import redis_server
 
 LUA_DIR = Path(__file__).resolve().parent.parent / "src" / "store" / "lua"
 ALGORITHMS = ["gcra", "bucket", "fixed_window", "sliding_window", "sliding_log"]
@@ -47,40 +40,6 @@ local tat = math.max(tonumber(redis.call("GET", KEYS[1])) or 0, now) + emission
 redis.call("SET", KEYS[1], string.format("%.0f", tat), "PX", math.ceil((tat - now) / 1000))
 return {now, 1, 1, 0, tat - now, 0}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port if port != 6379 else free_port()
-
-
-@contextlib.contextmanager
-def redis_server() -> Iterator[int]:
-    """A throwaway redis-server on a free port (as in redis_bench.py, which needs the extension built)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        sys.exit("redis-server is not installed; this benchmark needs it")
-    port = free_port()
-    with tempfile.TemporaryDirectory() as directory:
-        args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        process = subprocess.Popen([*args, "--dir", directory], stdout=subprocess.DEVNULL)
-        try:
-            client = redis.Redis(port=port)
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    client.ping()
-                    break
-                except redis.ConnectionError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.02)
-            yield port
-        finally:
-            process.kill()
-            process.wait()
 
 
 def script_text(lua_dir: Path, algorithm: str) -> str:

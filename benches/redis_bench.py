@@ -15,56 +15,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import shutil
-import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+
+from bench_redis_server import redis_server
 
 from ferrolimit import Limiter
 
 TASKS = 64
 Decide = Callable[[str], Awaitable[Any]]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port if port != 6379 else free_port()
-
-
-@contextlib.contextmanager
-def redis_server() -> Iterator[int]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        sys.exit("redis-server is not installed; the Redis benchmark needs it")
-    port = free_port()
-    with tempfile.TemporaryDirectory() as directory:
-        args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        process = subprocess.Popen([*args, "--dir", directory], stdout=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=1) as connection:
-                        connection.sendall(b"PING\r\n")
-                        if connection.recv(16).startswith(b"+PONG"):
-                            break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.02)
-            yield port
-        finally:
-            process.kill()
-            process.wait()
 
 
 @dataclass
