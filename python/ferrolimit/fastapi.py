@@ -305,18 +305,20 @@ class RateLimit:
         scope = request.scope
         pending = scope.get(_PENDING)
         engine = scope.get(_ENGINE)
-        if pending is not None and engine is not None and _CHECKED not in scope and self._plain is not None:
+        if engine is None:
+            engine = get_limiter(request)
+        client = scope.get("client")
+        peer = client[0] if client else None
+        if engine.direct_peers and peer and ":" not in peer:
+            address = client_key = peer  # an IPv4 peer and no proxy: nothing to resolve
+        else:
+            address, client_key = engine.identifier.resolve(peer, scope.get("headers") or ())
+        if engine.has_exempt and engine.is_exempt(address):
+            return
+        if pending is not None and _CHECKED not in scope and self._plain is not None:
             plan = self._plan(engine, scope)
             if plan is not None and not (engine.dry_run and self.rule.dry_run is None):
                 prefix, quota, cost, counts, name = plan
-                client = scope.get("client")
-                peer = client[0] if client else None
-                if engine.direct_peers and peer and ":" not in peer:
-                    address = client_key = peer  # an IPv4 peer and no proxy: nothing to resolve
-                else:
-                    address, client_key = engine.identifier.resolve(peer, scope.get("headers") or ())
-                if engine.has_exempt and engine.is_exempt(address):
-                    return
                 key = prefix + client_key
                 limiter = engine.limiter
                 if limiter.is_remote:
@@ -329,22 +331,12 @@ class RateLimit:
                     return
                 engine.settle(decision, counts, False, name, key)
                 raise RateLimitExceeded.from_decision(decision, name)
-        if engine is None:
-            engine = get_limiter(request)
         checked = scope.get(_CHECKED)
         if checked is not None and self in checked:
             return  # an earlier limit of this route checked this one with it, in the same call
         group, route_name = engine.route_limits(scope)
         if self not in group:
             group = (self,)
-        client = scope.get("client")
-        peer = client[0] if client else None
-        if engine.direct_peers and peer and ":" not in peer:
-            address = client_key = peer  # an IPv4 peer and no proxy: nothing to resolve
-        else:
-            address, client_key = engine.identifier.resolve(peer, scope.get("headers") or ())
-        if engine.exempt and engine.is_exempt(address):
-            return
         scope[_CHECKED] = group
         user_id = None
         if engine.user_id_func is not None and any(dep.rule.user_limit is not None for dep in group):
