@@ -91,9 +91,16 @@ class RedisServer:
     """One redis-server process that a test may kill, pause, resume and restart."""
 
     def __init__(
-        self, directory: Path, *, cluster: bool = False, unix_socket: bool = False, tls: tuple[Path, Path] | None = None
+        self,
+        directory: Path,
+        *,
+        cluster: bool = False,
+        unix_socket: bool = False,
+        tls: tuple[Path, Path] | None = None,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.binary = require_redis()
+        self.extra_args = extra_args
         self.port = free_port()
         self.directory = directory
         self.cluster = cluster
@@ -119,6 +126,7 @@ class RedisServer:
             args[1:3] = ["--port", "0", "--tls-port", str(self.port)]
             args += ["--tls-cert-file", str(certificate), "--tls-key-file", str(key)]
             args += ["--tls-ca-cert-file", str(certificate), "--tls-auth-clients", "no"]
+        args += self.extra_args
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while True:
@@ -173,8 +181,11 @@ class RedisServer:
 class RedisCluster:
     """Three masters on loopback, joined with ``redis-cli --cluster create``."""
 
-    def __init__(self, directory: Path) -> None:
-        self.nodes = [RedisServer(directory, cluster=True) for _ in range(3)]
+    def __init__(self, directory: Path, *, full_coverage: bool = True) -> None:
+        """``full_coverage=False``: the live nodes keep serving their slots after another node is marked failed
+        (``cluster-require-full-coverage no``), so a dead node's effect does not depend on the test's timing."""
+        extra = () if full_coverage else ("--cluster-require-full-coverage", "no")
+        self.nodes = [RedisServer(directory, cluster=True, extra_args=extra) for _ in range(3)]
 
     @property
     def url(self) -> str:
