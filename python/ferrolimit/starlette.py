@@ -397,7 +397,7 @@ class _Engine:
         return self.identifier.resolve(client[0] if client else None, scope.get("headers") or ())
 
     def is_exempt(self, address: str | None) -> bool:
-        return bool(self.exempt) and address is not None and address in self.exempt
+        return self.has_exempt and address is not None and address in self.exempt
 
     def settle(self, decision: Decision, counts: _Counts, dry_run: bool, name: str, key: str) -> bool:
         """Counts the outcome; True when the request must be refused."""
