@@ -56,20 +56,30 @@ pub fn sf_string(text: &str) -> String {
     quoted
 }
 
-/// The value of `field` for `decision`, or `None` when the field does not apply (`Retry-After` when allowed).
-/// `policy` names the limit in the IETF fields.
-pub fn value(field: Field, decision: &Decision, now_ns: u64, policy: &str) -> Option<String> {
-    Some(match field {
-        Field::Limit => decision.limit.to_string(),
-        Field::Remaining => decision.remaining.to_string(),
-        Field::Reset => reset_at_s(decision, now_ns).to_string(),
-        Field::RetryAfter if decision.allowed => return None,
-        Field::RetryAfter => retry_after_s(decision).to_string(),
+/// What a field holds for one decision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Value {
+    /// A whole number: the `X-RateLimit-*` fields and `Retry-After`.
+    Number(u64),
+    /// A structured field: the IETF fields.
+    Text(String),
+    /// The field does not apply (`Retry-After` when allowed).
+    Absent,
+}
+
+/// The value of `field` for `decision`. `policy` names the limit in the IETF fields.
+pub fn field_value(field: Field, decision: &Decision, now_ns: u64, policy: &str) -> Value {
+    match field {
+        Field::Limit => Value::Number(decision.limit),
+        Field::Remaining => Value::Number(decision.remaining),
+        Field::Reset => Value::Number(reset_at_s(decision, now_ns)),
+        Field::RetryAfter if decision.allowed => Value::Absent,
+        Field::RetryAfter => Value::Number(retry_after_s(decision)),
         Field::Policy => {
             let mut text = sf_string(policy);
             let window_s = ceil_seconds(decision.period_ns).max(1);
             write!(text, ";q={};w={window_s}", decision.limit).expect("writing to a String");
-            text
+            Value::Text(text)
         }
         Field::RateLimit => {
             let until_s = if decision.allowed {
@@ -79,9 +89,32 @@ pub fn value(field: Field, decision: &Decision, now_ns: u64, policy: &str) -> Op
             };
             let mut text = sf_string(policy);
             write!(text, ";r={};t={until_s}", decision.remaining).expect("writing to a String");
-            text
+            Value::Text(text)
         }
-    })
+    }
+}
+
+/// The value of `field` for `decision` as text, or `None` when the field does not apply.
+pub fn value(field: Field, decision: &Decision, now_ns: u64, policy: &str) -> Option<String> {
+    match field_value(field, decision, now_ns, policy) {
+        Value::Number(number) => Some(number.to_string()),
+        Value::Text(text) => Some(text),
+        Value::Absent => None,
+    }
+}
+
+/// The decimal digits of `number`, written into `buffer` without allocating.
+pub fn digits(number: u64, buffer: &mut [u8; 20]) -> &[u8] {
+    let mut rest = number;
+    let mut start = buffer.len();
+    loop {
+        start -= 1;
+        buffer[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            return &buffer[start..];
+        }
+    }
 }
 
 /// `Rate limit exceeded: 10 per 1 minute`, naming the limit that bound the decision.
@@ -113,6 +146,14 @@ pub fn is_field_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digits_match_to_string() {
+        let mut buffer = [0u8; 20];
+        for number in [0, 7, 10, 99, 100, 1_700_000_060, u64::MAX] {
+            assert_eq!(digits(number, &mut buffer), number.to_string().as_bytes());
+        }
+    }
 
     const S: u64 = NANOS_PER_SECOND;
     const NOW: u64 = 1_700_000_000 * S;

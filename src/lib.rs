@@ -18,7 +18,8 @@ mod _core {
 
     #[pymodule_export]
     use crate::py::{
-        __version__, _call_floor, parse_rates, ConcurrencyLimiter, Decision, FakeClock, Lease, Limiter, Quota, Slot,
+        __version__, _call_floor, parse_rates, Charge, ConcurrencyLimiter, Decision, FakeClock, Lease, Limiter, Quota,
+        Slot,
     };
 
     #[pymodule_export]

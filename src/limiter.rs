@@ -3,6 +3,8 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use smallvec::SmallVec;
+
 use crate::algorithm::{
     Algorithm, Concurrency, FixedWindow, Gcra, LeakyBucket, Lease, Leases, SlidingLog, SlidingWindow, TokenBucket,
 };
@@ -108,9 +110,10 @@ impl<A: Algorithm> Limiter<A> {
         }
     }
 
-    /// One check per distinct (key, rate): the same counter named twice is charged once.
-    fn checks(&self, limits: &[(&str, &[Rate])]) -> Vec<Check<A>> {
-        let mut checks: Vec<Check<A>> = Vec::with_capacity(limits.iter().map(|(_, rates)| rates.len()).sum());
+    /// One check per distinct (key, rate): the same counter named twice is charged once. Held inline for up
+    /// to four: a decision allocates nothing on the heap.
+    fn checks(&self, limits: &[(&str, &[Rate])]) -> SmallVec<[Check<A>; 4]> {
+        let mut checks: SmallVec<[Check<A>; 4]> = SmallVec::new();
         for (key, rates) in limits {
             for &rate in *rates {
                 let key = self.store.key_hash(key, rate);

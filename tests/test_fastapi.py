@@ -684,6 +684,6 @@ def test_route_caches_stay_one_entry_per_route_through_included_routers() -> Non
     for n in range(30):
         assert client.get(f"/v1/items/{n}").headers["x-ratelimit-remaining"] == str(999 - n)
         assert client.get(f"/v2/items/{n}").headers["x-ratelimit-remaining"] == str(999 - n)
-    assert len(limited.dependency._plans) == 2
+    assert len(limited.dependency.__ferrolimit__._plans) == 2
     assert len(fastlimit._route_limits) == 2
     assert set(fastlimit.stats()) == {"GET /v1/items/{item_id}", "GET /v2/items/{item_id}"}

@@ -243,3 +243,57 @@ def test_real_clock_is_wall_time() -> None:
 
     limiter = Limiter("1/s")
     assert abs(limiter.now() - time.time()) < 5
+
+
+def test_charge_takes_from_prefix_plus_client_and_offers_the_tightest(clock: FakeClock) -> None:
+    from ferrolimit._core import Charge, HeaderRenderer
+
+    limiter = Limiter("3/min", "gcra", clock=clock)
+    renderer = HeaderRenderer()
+    charge = Charge(limiter, "route:", None, 1, renderer, "route")
+    pending: list[object] = [None, ()]
+    first = charge.hit("10.0.0.1", pending)
+    assert first.allowed and first.remaining == 2
+    assert pending[0] is first
+    assert dict(pending[1])[b"x-ratelimit-remaining"] == b"2"  # type: ignore[call-overload]
+    # The same counter as the limiter's own key "route:10.0.0.1".
+    assert limiter.hit("route:10.0.0.1").remaining == 1
+    # A looser decision offered later leaves the tighter one in place; a tighter one replaces it.
+    loose = Limiter("100/min", clock=clock).hit("x")
+    renderer.offer(pending, loose, "loose")
+    assert pending[0] is first
+    second = charge.hit("10.0.0.1", pending)
+    assert pending[0] is second and dict(pending[1])[b"x-ratelimit-remaining"] == b"0"  # type: ignore[call-overload]
+    denied = charge.hit("10.0.0.1", pending)
+    assert not denied.allowed
+    fields = dict(pending[1])  # type: ignore[call-overload]
+    assert fields[b"retry-after"] == b"20" and fields[b"x-ratelimit-limit"] == b"3"
+    # Another client has its own counter; its rate can differ from the limiter's.
+    other = Charge(limiter, "route:", Quota("1/s"), 1, renderer, "other").hit("10.0.0.2", [None, ()])
+    assert other.allowed and other.limit == 1
+
+
+def test_charge_refuses_what_it_cannot_decide(clock: FakeClock) -> None:
+    from ferrolimit._core import Charge, HeaderRenderer
+
+    with pytest.raises(CostExceedsLimitError, match="a cost of 5 can never pass a limit of 3"):
+        Charge(Limiter("3/min", clock=clock), "p:", None, 5, HeaderRenderer(), "p")
+    with pytest.raises(ValueError, match="cost must be"):
+        Charge(Limiter("3/min", clock=clock), "p:", None, 0, HeaderRenderer(), "p")
+
+
+def test_rendered_numbers_follow_every_change(clock: FakeClock) -> None:
+    """The renderer reuses a field's last (name, value) pair while the number holds: it must never serve a
+    stale one when the number moves, up or down, and across limiters sharing the renderer."""
+    from ferrolimit._core import HeaderRenderer
+
+    renderer = HeaderRenderer()
+    small, large = Limiter("2/min", clock=clock), Limiter("1000/hour", clock=clock)
+    for step in range(6):
+        for limiter in (small, large):
+            decision = limiter.hit(f"k{step % 2}")
+            fields = dict(renderer.render(decision))
+            assert fields[b"x-ratelimit-limit"] == str(decision.limit).encode()
+            assert fields[b"x-ratelimit-remaining"] == str(decision.remaining).encode()
+            assert fields[b"x-ratelimit-reset"] == str(math.ceil(decision.reset_at)).encode()
+        clock.advance(7.5)

@@ -1,11 +1,12 @@
 """The native core of ferrolimit. Everything here runs in Rust; nothing blocks on I/O."""
 
 from collections.abc import Awaitable, Sequence
-from typing import final
+from typing import Any, final
 
 from typing_extensions import Self, disjoint_base
 
 __all__ = [
+    "Charge",
     "ConcurrencyLimitExceeded",
     "ConcurrencyLimiter",
     "CostExceedsLimitError",
@@ -88,6 +89,21 @@ class Decision:
     def __bool__(self) -> bool: ...
 
 @final
+class Charge:
+    """One limit as the ASGI layers charge it on every request: a memory ``Limiter``, a key prefix, a rate
+    (``None``: the limiter's own), a cost, and the ``HeaderRenderer`` and policy name of its response fields."""
+
+    def __new__(
+        cls, limiter: Limiter, prefix: str, quota: Quota | None, cost: int, renderer: HeaderRenderer, policy: str
+    ) -> Self: ...
+    def hit(self, client: str, pending: list[Any]) -> Decision:
+        """Takes the cost from the key ``prefix + client`` and offers the decision to ``pending``
+        (``[decision or None, fields]``, see ``HeaderRenderer.offer``)."""
+    @property
+    def prefix(self) -> str:
+        """The key prefix."""
+
+@final
 class HeaderRenderer:
     """Renders the rate-limit response fields of a ``Decision`` under the given names; ``None`` leaves a field out.
 
@@ -110,6 +126,9 @@ class HeaderRenderer:
     ) -> Self: ...
     def render(self, decision: Decision, policy: str = "default") -> list[tuple[bytes, bytes]]:
         """``[(name, value), ...]``, lower-case bytes ready for an ASGI message; ``policy`` names the limit."""
+    def offer(self, pending: list[Any], decision: Decision, policy: str = "default") -> None:
+        """Keeps ``decision`` in ``pending`` (``[decision or None, fields]``) with its fields rendered, unless the
+        decision held there already binds at least as tightly (a denial, a longer wait, fewer left)."""
     @property
     def names(self) -> list[str]:
         """The configured field names, as given."""

@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ferrolimit._core import Decision, FakeClock, Limiter, Quota
+from ferrolimit._core import Charge, Decision, FakeClock, Limiter, Quota
 from ferrolimit.keys import matched_route
 from ferrolimit.starlette import (
     _ENGINE,
@@ -46,7 +46,6 @@ from ferrolimit.starlette import (
     _decide,
     _Engine,
     _maybe_await,
-    _offer,
     _Pending,
     _quota,
     _send_with_headers,
@@ -71,8 +70,11 @@ __all__ = [
 logger = logging.getLogger("ferrolimit")
 
 _CHECKED = "ferrolimit.checked"
-# A plain limit's check on one route: (key prefix, rate, cost, counts, limit name).
-_Plan = tuple[str, Quota, int, _Counts, str]
+# A plain limit's check on one route: (key prefix, rate, cost, counts, limit name, whether the store is remote).
+_Plan = tuple[str, Quota, int, _Counts, str, bool]
+# The same check where nothing but the peer's IPv4 address is needed (no proxies, exemptions or dry run; memory
+# store): (the native charge, counts, limit name).
+_Direct = tuple[Charge, _Counts, str]
 
 UserIdFunc = Callable[[Request], "str | int | Awaitable[str | int | None] | None"]
 F = TypeVar("F", bound=Callable[..., Any])
@@ -273,7 +275,7 @@ def rule(
 class RateLimit:
     """The FastAPI dependency that applies one ``RateLimitRule``; ``rate_limit()`` wraps it in ``Depends``."""
 
-    __slots__ = ("_plain", "_plans", "rule")
+    __slots__ = ("_plain", "_plans", "dependency", "rule")
 
     def __init__(self, rule: RateLimitRule) -> None:
         self.rule = rule
@@ -282,10 +284,38 @@ class RateLimit:
         self._plain = rule.ip_limit if plain and isinstance(rule.ip_limit, Quota) else None
         # Per matched route (by id, with the route and limiter kept to confirm it): what the common case
         # needs, or None where the route has other limits too and they must be charged together.
-        self._plans: dict[int, tuple[object, FastLimit, _Plan | None]] = {}
+        self._plans: dict[int, tuple[object, FastLimit, _Plan | None, _Direct | None]] = {}
+        self.dependency = self._dependency()
 
     def __repr__(self) -> str:
         return f"RateLimit({self.rule!r})"
+
+    def _dependency(self) -> Callable[[Request, Response], Awaitable[None]]:
+        """What ``rate_limit()`` hands to ``Depends``: a function (FastAPI calls one more cheaply than an object)
+        that takes the common case in a straight line (this route's only limit, by the peer's IPv4 address, in
+        memory: one native call) and leaves the rest to ``self``."""
+        plans = self._plans
+
+        async def rate_limit(request: Request, response: Response) -> None:
+            scope = request.scope
+            pending = scope.get(_PENDING)
+            if pending is not None:
+                route = scope.get("route") if scope.get("fastapi") is None else matched_route(scope)
+                cached = plans.get(id(route))
+                if cached is not None and cached[3] is not None and cached[0] is route:
+                    client = scope.get("client")
+                    if client and ":" not in client[0] and cached[1] is scope.get(_ENGINE):
+                        charge, counts, name = cached[3]
+                        decision = charge.hit(client[0], pending)
+                        if decision.allowed:
+                            counts.allowed += 1
+                            return
+                        cached[1].settle(decision, counts, False, name, charge.prefix + client[0])
+                        raise RateLimitExceeded.from_decision(decision, name)
+            await self(request, response)
+
+        rate_limit.__ferrolimit__ = self  # type: ignore[attr-defined]
+        return rate_limit
 
     def _plan(self, engine: "FastLimit", scope: Scope) -> "_Plan | None":
         route = matched_route(scope)
@@ -293,12 +323,18 @@ class RateLimit:
         if cached is not None and cached[0] is route and cached[1] is engine:
             return cached[2]
         group, route_name = engine.route_limits(scope)
-        plan = None
+        plan = direct = None
         if self._plain is not None and group in ((), (self,)):
             name = self.rule.name or route_name
-            plan = (f"{name}:ip:", self._plain, self.rule.cost, engine.counts(name), name)
+            counts = engine.counts(name)
+            limiter = engine.limiter
+            plan = (f"{name}:ip:", self._plain, self.rule.cost, counts, name, limiter.is_remote)
+            simple = engine.direct_peers and not engine.has_exempt and not engine.dry_run
+            if simple and isinstance(limiter, Limiter) and not limiter.is_remote:
+                charge = Charge(limiter, plan[0], self._plain, self.rule.cost, engine.renderer, name)
+                direct = (charge, counts, name)
         if route is not None:
-            self._plans[id(route)] = (route, engine, plan)
+            self._plans[id(route)] = (route, engine, plan, direct)
         return plan
 
     async def __call__(self, request: Request, response: Response) -> None:
@@ -318,14 +354,13 @@ class RateLimit:
         if pending is not None and _CHECKED not in scope and self._plain is not None:
             plan = self._plan(engine, scope)
             if plan is not None and not (engine.dry_run and self.rule.dry_run is None):
-                prefix, quota, cost, counts, name = plan
+                prefix, quota, cost, counts, name, remote = plan
                 key = prefix + client_key
-                limiter = engine.limiter
-                if limiter.is_remote:
-                    decision = await limiter.hit_many_async([(key, quota)], cost)
+                if remote:
+                    decision = await engine.limiter.hit_many_async([(key, quota)], cost)
                 else:
-                    decision = limiter.hit_many([(key, quota)], cost)  # in memory: never blocks
-                _offer(pending, decision, engine.renderer, name)
+                    decision = engine.limiter.hit_many([(key, quota)], cost)  # in memory: never blocks
+                engine.renderer.offer(pending, decision, name)
                 if decision.allowed:
                     counts.allowed += 1
                     return
@@ -358,17 +393,17 @@ class RateLimit:
             decision = await _decide(engine.limiter, [(key, quota)], cost)
             engine.settle(decision, engine.counts(name), True, name, key)
             if decision.allowed:
-                _offer(shown, decision, engine.renderer, name)
+                engine.renderer.offer(shown, decision, name)
         for cost, limits in enforced.items():
             decision = await _decide(engine.limiter, [(key, quota) for _, key, quota in limits], cost)
             if decision.allowed:
                 for name, _, _ in limits:
                     engine.counts(name).allowed += 1
-                _offer(shown, decision, engine.renderer, _binding_name(limits, decision))
+                engine.renderer.offer(shown, decision, _binding_name(limits, decision))
                 continue
             name = _binding_name(limits, decision)
             engine.settle(decision, engine.counts(name), False, name, limits[0][1])
-            _offer(shown, decision, engine.renderer, name)
+            engine.renderer.offer(shown, decision, name)
             raise RateLimitExceeded.from_decision(decision, name)
         if pending is None:
             for header, value in shown[1]:
@@ -431,9 +466,11 @@ def rate_limit(
     ``dry_run``.
     """
     if isinstance(default, RateLimitRule):
-        return Depends(RateLimit(default))
+        return Depends(RateLimit(default).dependency)
     return Depends(
-        RateLimit(rule(default, ip=ip, user=user, name=name, cost=cost, scope=scope, key=key, dry_run=dry_run))
+        RateLimit(
+            rule(default, ip=ip, user=user, name=name, cost=cost, scope=scope, key=key, dry_run=dry_run)
+        ).dependency
     )
 
 
@@ -495,26 +532,38 @@ class _LimitHeaders:
         self.app = app
         self.limiter = limiter
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # A plain function handing back the inner app's awaitable: no coroutine of its own per request. This
+        # layer sits inside Starlette's middleware stack (init_app adds it), never where a server inspects it.
+        scope_type = scope["type"]
+        if scope_type == "http":
             scope[_ENGINE] = self.limiter
             if _PENDING not in scope:
                 pending = scope[_PENDING] = [None, ()]
                 send = _send_with_headers(send, pending)
-        elif scope["type"] == "websocket":
+        elif scope_type == "websocket":
             scope[_ENGINE] = self.limiter
-        await self.app(scope, receive, send)
+        return self.app(scope, receive, send)
 
 
 def _collect(dependant: Dependant, found: list["RateLimit"]) -> None:
     for dep in dependant.dependencies:
-        if isinstance(dep.call, RateLimit) and dep.call not in found:
-            found.append(dep.call)
+        limit = _rate_limit_of(dep.call)
+        if limit is not None and limit not in found:
+            found.append(limit)
         _collect(dep, found)
 
 
 def _limits_in(dependant: Dependant) -> bool:
-    return any(isinstance(dep.call, RateLimit) or _limits_in(dep) for dep in dependant.dependencies)
+    return any(_rate_limit_of(dep.call) is not None or _limits_in(dep) for dep in dependant.dependencies)
+
+
+def _rate_limit_of(call: object) -> "RateLimit | None":
+    """The ``RateLimit`` behind a dependency: one given to ``Depends`` itself, or ``rate_limit()``'s function."""
+    if isinstance(call, RateLimit):
+        return call
+    limit = getattr(call, "__ferrolimit__", None)
+    return limit if isinstance(limit, RateLimit) else None
 
 
 def _api_routes(routes: Iterable[Any]) -> Iterator[Any]:

@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from ferrolimit._core import (
+    Charge,
     Decision,
     FakeClock,
     HeaderRenderer,
@@ -197,17 +198,10 @@ def _tighter(new: Decision, old: Decision) -> bool:
 
 
 # The fields a response will carry, kept in the request's scope: [the tightest decision offered, its fields
-# rendered]. A plain list, the cheapest mutable cell; it never holds `send`, which would tie the scope into a
-# reference cycle through the server's request objects.
+# rendered], filled by the native `HeaderRenderer.offer` (or `Limiter.hit_offer`). A plain list, the cheapest
+# mutable cell; it never holds `send`, which would tie the scope into a reference cycle through the server's
+# request objects.
 _Pending: TypeAlias = list[Any]
-
-
-def _offer(pending: _Pending, decision: Decision, renderer: HeaderRenderer, policy: str) -> None:
-    """Keeps ``decision`` (and renders its fields) if it binds tighter than the one held."""
-    held = pending[0]
-    if held is None or _tighter(decision, held):
-        pending[0] = decision
-        pending[1] = renderer.render(decision, policy)
 
 
 def _send_with_headers(send: Send, pending: _Pending) -> Send:
@@ -215,13 +209,17 @@ def _send_with_headers(send: Send, pending: _Pending) -> Send:
     handing back the inner awaitable: no coroutine of its own per message."""
 
     def send_with_headers(message: Message) -> Awaitable[None]:
-        if message["type"] in _START_MESSAGES and pending[1]:
-            extra = pending[1]
-            headers = message.get("headers") or ()
-            if message.get("status", 200) >= 400:  # an error handler may have set its own
-                present = {bytes(name).lower() for name, _ in headers}
-                extra = [pair for pair in extra if pair[0] not in present]
-            message["headers"] = [*headers, *extra]
+        if message["type"] in _START_MESSAGES:
+            fields = pending[1]
+            if fields:
+                headers = message.get("headers")
+                if not headers:
+                    message["headers"] = fields  # rendered for this response alone: never changed afterwards
+                else:
+                    if message.get("status", 200) >= 400:  # an error handler may have set its own
+                        present = {bytes(name).lower() for name, _ in headers}
+                        fields = [pair for pair in fields if pair[0] not in present]
+                    message["headers"] = [*headers, *fields]
         return send(message)
 
     return send_with_headers
@@ -540,10 +538,13 @@ class RateLimitMiddleware:
         own_rate = isinstance(engine.limiter, Limiter) and engine.limiter.quota == default
         self._fast_rate = None if own_rate else default
         self._fast_prefix = f"{name}:"
-        # What the fast path needs, unpacked in one step: memory limiter with its own rate only.
+        # What the fast path needs, unpacked in one step: the native charge of a memory limiter at its own rate.
         self._fast_local = (
-            (engine.limiter, self._fast_prefix, self._cost, self._fast_counts, engine.renderer, name)
-            if self._fast is not None and own_rate and not engine.limiter.is_remote
+            (Charge(engine.limiter, self._fast_prefix, None, self._cost, engine.renderer, name), self._fast_counts)
+            if self._fast is not None
+            and own_rate
+            and isinstance(engine.limiter, Limiter)
+            and not engine.limiter.is_remote
             else None
         )
 
@@ -596,17 +597,15 @@ class RateLimitMiddleware:
             peer = client[0] if client else None
             client_key = peer if peer and ":" not in peer else engine.client(scope)[1]
             local = self._fast_local
-            if local is not None:  # the limiter's own rate, in memory: a direct call that never blocks
-                limiter, prefix, cost, counts, renderer, name = local
-                decision = limiter.hit(prefix + client_key, cost)
+            if local is not None:  # the limiter's own rate, in memory: one native call that never blocks
+                charge, counts = local
+                pending = scope.get(_PENDING)
+                if pending is None:
+                    pending = scope[_PENDING] = [None, ()]
+                    send = _send_with_headers(send, pending)
+                decision = charge.hit(client_key, pending)
                 if decision.allowed:
                     counts.allowed += 1
-                    pending = scope.get(_PENDING)
-                    if pending is None:
-                        pending = scope[_PENDING] = [decision, renderer.render(decision, name)]
-                        send = _send_with_headers(send, pending)
-                    else:
-                        _offer(pending, decision, renderer, name)
                     await self.app(scope, receive, send)
                     return
             else:
@@ -615,7 +614,7 @@ class RateLimitMiddleware:
                 if decision.allowed:
                     self._fast_counts.allowed += 1
                     pending, send = _attach(scope, send)
-                    _offer(pending, decision, engine.renderer, fast.name)
+                    engine.renderer.offer(pending, decision, fast.name)
                     await self.app(scope, receive, send)
                     return
             rules = self._default_only
@@ -644,7 +643,7 @@ class RateLimitMiddleware:
         refuse = engine.settle(decision, self._counts[rule.name], engine.dry_run, rule.name, client_key)
         pending, send = _attach(scope, send)
         if decision.allowed or refuse:
-            _offer(pending, decision, engine.renderer, rule.name)
+            engine.renderer.offer(pending, decision, rule.name)
         if not refuse:
             await self.app(scope, receive, send)
         elif scope_type == "http":

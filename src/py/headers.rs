@@ -1,18 +1,105 @@
 //! Response fields for a `Decision`, built once per response as ASGI-ready bytes.
 
+use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
+use smallvec::SmallVec;
 
 use super::errors::Error;
 use super::Decision;
 use crate::decision;
-use crate::headers::{self, Field};
+use crate::headers::{self, Field, Value};
+
+/// One configured field: its lower-case name, and the last numeric pair built, reused while the value holds
+/// (a limit's quota never changes, its reset second rarely does).
+struct Slot {
+    field: Field,
+    name: Py<PyBytes>,
+    last: Mutex<Option<(u64, Py<PyTuple>)>>,
+}
+
+impl Slot {
+    fn pair<'py>(&self, py: Python<'py>, value: &[u8]) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(
+            py,
+            [
+                self.name.bind(py).clone().into_any(),
+                PyBytes::new(py, value).into_any(),
+            ],
+        )
+    }
+
+    fn number<'py>(&self, py: Python<'py>, number: u64) -> PyResult<Bound<'py, PyTuple>> {
+        if let Some((held, pair)) = &*self.last.lock() {
+            if *held == number {
+                return Ok(pair.bind(py).clone());
+            }
+        }
+        let mut buffer = [0u8; 20];
+        let pair = self.pair(py, headers::digits(number, &mut buffer))?;
+        // Swapped out under the lock, dropped after it: no Python code runs while it is held.
+        let previous = self.last.lock().replace((number, pair.clone().unbind()));
+        drop(previous);
+        Ok(pair)
+    }
+}
 
 /// Renders the rate-limit fields of a decision under configured names.
 #[pyclass(module = "ferrolimit._core", frozen)]
 pub struct HeaderRenderer {
-    fields: Vec<(Field, Py<PyBytes>)>,
+    slots: Vec<Slot>,
     names: Vec<String>,
+}
+
+impl HeaderRenderer {
+    /// The fields of `decision` (made at `now_ns`), ready for an ASGI message.
+    pub(crate) fn fields<'py>(
+        &self,
+        py: Python<'py>,
+        decision: &decision::Decision,
+        now_ns: u64,
+        policy: &str,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let mut pairs: SmallVec<[Bound<'py, PyTuple>; 6]> = SmallVec::new();
+        for slot in &self.slots {
+            match headers::field_value(slot.field, decision, now_ns, policy) {
+                Value::Number(number) => pairs.push(slot.number(py, number)?),
+                Value::Text(text) => pairs.push(slot.pair(py, text.as_bytes())?),
+                Value::Absent => {}
+            }
+        }
+        // PyList_New with its final size and PyList_SetItem, which takes over each reference: the list is
+        // built in one pass, with no growth and no per-item checks.
+        let length = pairs.len() as pyo3::ffi::Py_ssize_t;
+        // SAFETY: PyList_New returns a new reference or null with an exception set (checked by
+        // from_owned_ptr_or_err); each index below is in 0..length, filled exactly once, and
+        // PyList_SetItem steals the reference `into_ptr` hands it.
+        unsafe {
+            let list = Bound::from_owned_ptr_or_err(py, pyo3::ffi::PyList_New(length))?;
+            for (index, pair) in pairs.into_iter().enumerate() {
+                pyo3::ffi::PyList_SetItem(list.as_ptr(), index as pyo3::ffi::Py_ssize_t, pair.into_ptr());
+            }
+            Ok(list.cast_into_unchecked())
+        }
+    }
+
+    /// Puts `decision` and its fields in `pending` (`[decision or None, fields]`) unless the decision
+    /// held there binds at least as tightly.
+    pub(crate) fn offer_to(
+        &self,
+        pending: &Bound<'_, PyList>,
+        decision: &Bound<'_, Decision>,
+        policy: &str,
+    ) -> PyResult<()> {
+        let offered = decision.get();
+        let held = pending.get_item(0)?;
+        if !held.is_none() && !offered.core.binds_tighter_than(&held.cast::<Decision>()?.get().core) {
+            return Ok(());
+        }
+        let fields = self.fields(pending.py(), &offered.core, offered.now_ns, policy)?;
+        pending.set_item(0, decision)?;
+        pending.set_item(1, fields)
+    }
 }
 
 fn field_name(name: Option<&str>, what: &str) -> PyResult<Option<String>> {
@@ -55,15 +142,19 @@ impl HeaderRenderer {
             (Field::Policy, field_name(policy, "policy")?),
             (Field::RateLimit, field_name(ratelimit, "ratelimit")?),
         ];
-        let mut fields = Vec::new();
+        let mut slots = Vec::new();
         let mut names = Vec::new();
         for (field, name) in configured {
             if let Some(name) = name {
-                fields.push((field, PyBytes::new(py, name.to_ascii_lowercase().as_bytes()).unbind()));
+                slots.push(Slot {
+                    field,
+                    name: PyBytes::new(py, name.to_ascii_lowercase().as_bytes()).unbind(),
+                    last: Mutex::new(None),
+                });
                 names.push(name);
             }
         }
-        Ok(HeaderRenderer { fields, names })
+        Ok(HeaderRenderer { slots, names })
     }
 
     /// `[(name, value), ...]` as lower-case bytes for an ASGI message. `Retry-After` only on a denial;
@@ -76,20 +167,14 @@ impl HeaderRenderer {
         policy: &str,
     ) -> PyResult<Bound<'py, PyList>> {
         let decision = decision.get();
-        let list = PyList::empty(py);
-        for (field, name) in &self.fields {
-            if let Some(value) = headers::value(*field, &decision.core, decision.now_ns, policy) {
-                let pair = PyTuple::new(
-                    py,
-                    [
-                        name.bind(py).clone().into_any(),
-                        PyBytes::new(py, value.as_bytes()).into_any(),
-                    ],
-                )?;
-                list.append(pair)?;
-            }
-        }
-        Ok(list)
+        self.fields(py, &decision.core, decision.now_ns, policy)
+    }
+
+    /// Keeps `decision` in `pending`, a `[decision or None, fields]` list, with its fields rendered, unless
+    /// the decision held there already binds at least as tightly (a denial, a longer wait, fewer left).
+    #[pyo3(signature = (pending, decision, policy = "default"))]
+    fn offer(&self, pending: &Bound<'_, PyList>, decision: &Bound<'_, Decision>, policy: &str) -> PyResult<()> {
+        self.offer_to(pending, decision, policy)
     }
 
     /// The configured field names, as given.
@@ -99,7 +184,7 @@ impl HeaderRenderer {
     }
 
     fn __len__(&self) -> usize {
-        self.fields.len()
+        self.slots.len()
     }
 }
 

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use hashbrown::HashMap;
 use parking_lot::{Mutex, MutexGuard};
 use siphasher::sip128::{Hasher128, SipHasher13};
+use smallvec::SmallVec;
 
 use crate::algorithm::Algorithm;
 use crate::decision::Decision;
@@ -77,6 +78,9 @@ pub struct Check<A> {
     pub key: KeyHash,
     pub algorithm: A,
 }
+
+/// A shard's index and its held lock.
+type Locked<'g, 'm, S> = (usize, &'g mut MutexGuard<'m, Shard<S>>);
 
 pub struct MemoryStore<S> {
     shards: Box<[Mutex<Shard<S>>]>,
@@ -170,13 +174,12 @@ impl<S: Default + Clone + Send> MemoryStore<S> {
                 commit,
             );
         }
-        let mut indices: Vec<usize> = checks.iter().map(|check| self.shard_of(check.key)).collect();
+        let mut indices: SmallVec<[usize; 4]> = checks.iter().map(|check| self.shard_of(check.key)).collect();
         indices.sort_unstable();
         indices.dedup();
-        let mut guards: Vec<MutexGuard<'_, Shard<S>>> =
+        let mut guards: SmallVec<[MutexGuard<'_, Shard<S>>; 4]> =
             indices.iter().map(|&index| self.shards[index].lock()).collect();
-        let mut locked: Vec<(usize, &mut MutexGuard<'_, Shard<S>>)> =
-            indices.iter().copied().zip(guards.iter_mut()).collect();
+        let mut locked: SmallVec<[Locked<'_, '_, S>; 4]> = indices.iter().copied().zip(guards.iter_mut()).collect();
         self.decide_locked(&mut locked, checks, now, cost, commit)
     }
 
@@ -189,8 +192,8 @@ impl<S: Default + Clone + Send> MemoryStore<S> {
         commit: bool,
     ) -> Decision {
         let fresh = S::default();
-        let mut decisions = Vec::with_capacity(checks.len());
-        let mut untracked = vec![false; checks.len()];
+        let mut decisions: SmallVec<[Decision; 4]> = SmallVec::new();
+        let mut untracked: SmallVec<[bool; 4]> = smallvec::smallvec![false; checks.len()];
         let mut new_keys_per_shard = [0usize; MAX_SHARDS];
         for (position, check) in checks.iter().enumerate() {
             let shard_index = self.shard_of(check.key);
@@ -219,7 +222,10 @@ impl<S: Default + Clone + Send> MemoryStore<S> {
             }
             decisions.push(decision);
         }
-        let binding = Decision::tightest(decisions).expect("a decision has at least one check");
+        let binding = match decisions.as_slice() {
+            [only] => *only,
+            _ => Decision::tightest(decisions).expect("a decision has at least one check"),
+        };
         if commit && binding.allowed {
             for (position, check) in checks.iter().enumerate() {
                 if untracked[position] {
