@@ -54,8 +54,9 @@ def app_middleware() -> Any:
 
 
 class _FixedHeaders:
-    """Pure ASGI: appends three constant X-RateLimit-* fields to every response, checking nothing. The cost of
-    carrying the headers at all (uvicorn validates and writes each one), without any limiter."""
+    """Pure ASGI: appends three constant X-RateLimit-* fields to every response, checking nothing, as cheaply as
+    Python can (no coroutine of its own, per request or per message). The cost of carrying the headers at all
+    (uvicorn validates and writes each one), without any limiter: a floor for the middleware's ratio."""
 
     HEADERS = (
         (b"x-ratelimit-limit", b"100000000"),
@@ -66,13 +67,13 @@ class _FixedHeaders:
     def __init__(self, app: Any) -> None:
         self.app = app
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        async def send_with_headers(message: Any) -> None:
+    def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
+        def send_with_headers(message: Any) -> Any:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", ()), *self.HEADERS]
-            await send(message)
+            return send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        return self.app(scope, receive, send_with_headers)
 
 
 def app_fixed_headers() -> Any:
@@ -275,31 +276,16 @@ class _LoopbackTransport(asyncio.Transport):
 def in_process_us(names: list[str], http: str, requests: int, rounds: int) -> dict[str, float]:
     """Least CPU microseconds per keep-alive request through uvicorn's own HTTP protocol and each app, in memory.
     The apps take turns in short batches, and each keeps its best batch: noise from elsewhere only adds."""
-    import uvicorn
-    from uvicorn.server import ServerState
-
-    request = b"GET /hello HTTP/1.1\r\nHost: bench\r\n\r\n"
 
     async def run() -> dict[str, float]:
-        connections = {}
-        for name in names:
-            config = uvicorn.Config(APPS[name][0](), http=http, log_level="error", access_log=False)
-            config.load()
-            state = ServerState()
-            protocol = config.http_protocol_class(config=config, server_state=state, app_state={})  # type: ignore[call-arg]
-            protocol.connection_made(_LoopbackTransport())
-            connections[name] = (protocol, state)
+        connections = {name: _protocol(name, http) for name in names}
         best = dict.fromkeys(names, float("inf"))
         for round_number in range(-3, rounds):  # three rounds to warm up
             turn = round_number % len(names)
             for name in names[turn:] + names[:turn]:  # a different app goes first each round
                 protocol, state = connections[name]
                 start = time.thread_time()  # CPU time of this thread: what other processes take is not counted
-                for _ in range(requests):
-                    done = state.total_requests + 1
-                    protocol.data_received(request)
-                    while state.total_requests < done:
-                        await asyncio.sleep(0)
+                await _serve_in_memory(protocol, state, requests)
                 if round_number >= 0:
                     best[name] = min(best[name], (time.thread_time() - start) / requests * 1e6)
         for protocol, _ in connections.values():
@@ -307,6 +293,99 @@ def in_process_us(names: list[str], http: str, requests: int, rounds: int) -> di
         return best
 
     return asyncio.run(run())
+
+
+def _protocol(name: str, http: str) -> tuple[Any, Any]:
+    """uvicorn's HTTP protocol serving app `name` over an in-memory transport, and its server state."""
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    config = uvicorn.Config(APPS[name][0](), http=http, log_level="error", access_log=False)
+    config.load()
+    state = ServerState()
+    protocol = config.http_protocol_class(config=config, server_state=state, app_state={})  # type: ignore[call-arg]
+    protocol.connection_made(_LoopbackTransport())
+    return protocol, state
+
+
+async def _serve_in_memory(protocol: Any, state: Any, requests: int) -> None:
+    request = b"GET /hello HTTP/1.1\r\nHost: bench\r\n\r\n"
+    for _ in range(requests):
+        done = state.total_requests + 1
+        protocol.data_received(request)
+        while state.total_requests < done:
+            await asyncio.sleep(0)
+
+
+# Turns callgrind's counting on and off around the measured requests (valgrind's client requests).
+_CALLGRIND_HELPER = """
+#include <valgrind/callgrind.h>
+void ferrolimit_bench_start(void) { CALLGRIND_START_INSTRUMENTATION; CALLGRIND_TOGGLE_COLLECT; }
+void ferrolimit_bench_stop(void) { CALLGRIND_TOGGLE_COLLECT; CALLGRIND_STOP_INSTRUMENTATION; }
+"""
+
+
+def count_instructions_child(name: str, http: str, requests: int, helper: str) -> None:
+    """Runs under callgrind: warms app `name` up, then serves `requests` requests with counting on."""
+    import ctypes
+
+    library = ctypes.CDLL(helper)
+
+    async def run() -> None:
+        protocol, state = _protocol(name, http)
+        await _serve_in_memory(protocol, state, 300)
+        library.ferrolimit_bench_start()
+        await _serve_in_memory(protocol, state, requests)
+        library.ferrolimit_bench_stop()
+        protocol.connection_lost(None)
+
+    asyncio.run(run())
+
+
+def instructions_per_request(names: list[str], http: str, requests: int) -> dict[str, float] | str:
+    """Machine instructions per request for each app, counted by valgrind's callgrind: the same count on every
+    run of the same build, however busy the machine is. A str says why it could not be counted."""
+    import tempfile
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not shutil.which("valgrind") or not shutil.which("gcc"):
+        return "valgrind and gcc are needed"
+    workdir = tempfile.mkdtemp(prefix="ferrolimit-callgrind-")
+    source, helper = os.path.join(workdir, "helper.c"), os.path.join(workdir, "helper.so")
+    with open(source, "w") as file:
+        file.write(_CALLGRIND_HELPER)
+    built = subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-o", helper, source], capture_output=True, text=True)
+    if built.returncode != 0:
+        return f"the callgrind helper did not build (valgrind's headers missing?): {built.stderr.strip()[-300:]}"
+
+    def count(name: str) -> float:
+        command = [
+            "valgrind",
+            "--tool=callgrind",
+            "--instr-atstart=no",
+            "--collect-atstart=no",
+            f"--callgrind-out-file={os.path.join(workdir, 'callgrind.%p')}",
+            sys.executable,
+            __file__,
+            "--count-instructions",
+            name,
+            "--http",
+            http,
+            "--requests",
+            str(requests),
+            "--helper",
+            helper,
+        ]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        collected = re.search(r"Collected : (\d+)", done.stderr)
+        if done.returncode != 0 or collected is None:
+            raise RuntimeError(f"{name}: callgrind failed: {done.stderr[-1000:]}")
+        return int(collected.group(1)) / requests
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        counts = dict(zip(names, pool.map(count, names), strict=True))
+    shutil.rmtree(workdir, ignore_errors=True)
+    return counts
 
 
 def available(package: str | None) -> bool:
@@ -329,12 +408,24 @@ def main() -> None:
     )
     parser.add_argument("--requests", type=int, default=200, help="requests per in-process batch (default 200)")
     parser.add_argument("--batches", type=int, default=60, help="in-process batches per app (default 60)")
+    parser.add_argument(
+        "--instructions",
+        type=int,
+        default=400,
+        metavar="N",
+        help="requests per app counted under valgrind's callgrind (default 400; 0 skips the count)",
+    )
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--count-instructions", help=argparse.SUPPRESS)
+    parser.add_argument("--helper", help=argparse.SUPPRESS)
     options = parser.parse_args()
     http = options.http or ("httptools" if available("httptools") else "h11")
     if options.serve:
         serve(options.serve, options.port, http)
+        return
+    if options.count_instructions:
+        count_instructions_child(options.count_instructions, http, options.requests, options.helper)
         return
 
     names = [name for name, (_, _, package) in APPS.items() if available(package)]
@@ -412,8 +503,42 @@ def main() -> None:
                 f"{ours} vs {peer}: {in_process[peer] / in_process[ours]:.2f}x the throughput in process, "
                 f"{best[ours] / best[peer]:.2f}x over loopback"
             )
+    if options.instructions > 0:
+        print_instructions(names, http, options.instructions)
     for name in skipped:
         print(f"skipped {name}: {APPS[name][2]} is not installed")
+
+
+def print_instructions(names: list[str], http: str, requests: int) -> None:
+    print()
+    print(f"Instructions: machine instructions per request, counted by valgrind's callgrind over {requests} requests")
+    print("in process as above. The count does not move with the machine's load; instructions are not all equally")
+    print("fast (uvicorn's header checks are tight regex loops, cheaper per instruction than calls into Python).")
+    print()
+    counts = instructions_per_request(names, http, requests)
+    if isinstance(counts, str):
+        print(f"skipped: {counts}")
+        return
+    rows = []
+    for name in names:
+        baseline = APPS[name][1]
+        row = [name, f"{counts[name]:,.0f}", baseline or "", "", ""]
+        if baseline in counts:
+            ratio = counts[baseline] / counts[name]
+            row[3:] = [f"{ratio:.3f}", goal_text(name, ratio)]
+        rows.append(row)
+    table(["app", "instructions/request", "vs", "ratio", "goal"], rows)
+    print()
+    if {"ferrolimit middleware", "3 fixed headers, no limit"} <= set(counts):
+        fixed, ours = counts["3 fixed headers, no limit"], counts["ferrolimit middleware"]
+        print(
+            f"The 3 headers alone, written with no limiter, cost {fixed - counts['no limiter']:,.0f} instructions "
+            f"({counts['no limiter'] / fixed:.3f} of no limiter); the middleware adds {ours - fixed:,.0f} to that."
+        )
+    if {"ferrolimit dependency", "empty dependency"} <= set(counts):
+        baseline = counts["empty dependency"]
+        added = [f"{name} {counts[name] - baseline:,.0f}" for name in names if APPS[name][1] == "empty dependency"]
+        print(f"Instructions added to the empty dependency's: {', '.join(added)}.")
 
 
 def goal_text(name: str, ratio: float) -> str:
