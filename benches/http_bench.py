@@ -376,7 +376,9 @@ def instructions_per_request(names: list[str], http: str, requests: int) -> dict
             "--helper",
             helper,
         ]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        # One hash seed for every run: dict probing then repeats exactly, and so does the count.
+        environment = {**os.environ, "PYTHONHASHSEED": "0"}
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=environment)
         collected = re.search(r"Collected : (\d+)", done.stderr)
         if done.returncode != 0 or collected is None:
             raise RuntimeError(f"{name}: callgrind failed: {done.stderr[-1000:]}")

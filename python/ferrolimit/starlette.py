@@ -198,7 +198,7 @@ def _tighter(new: Decision, old: Decision) -> bool:
 
 
 # The fields a response will carry, kept in the request's scope: [the tightest decision offered, its fields
-# rendered], filled by the native `HeaderRenderer.offer` (or `Limiter.hit_offer`). A plain list, the cheapest
+# rendered], filled by the native `HeaderRenderer.offer` (or `Charge.hit`). A plain list, the cheapest
 # mutable cell; it never holds `send`, which would tie the scope into a reference cycle through the server's
 # request objects.
 _Pending: TypeAlias = list[Any]
