@@ -22,7 +22,6 @@ pub enum AlgorithmKind {
     FixedWindow,
     SlidingWindowCounter,
     SlidingWindowLog,
-    Concurrency,
 }
 
 impl AlgorithmKind {
@@ -49,7 +48,6 @@ impl AlgorithmKind {
             "fixed_window" => AlgorithmKind::FixedWindow,
             "sliding_window_counter" => AlgorithmKind::SlidingWindowCounter,
             "sliding_window_log" | "moving_window" => AlgorithmKind::SlidingWindowLog,
-            "concurrency" => AlgorithmKind::Concurrency,
             _ => return None,
         })
     }
@@ -62,7 +60,6 @@ impl AlgorithmKind {
             AlgorithmKind::FixedWindow => "fixed_window",
             AlgorithmKind::SlidingWindowCounter => "sliding_window_counter",
             AlgorithmKind::SlidingWindowLog => "sliding_window_log",
-            AlgorithmKind::Concurrency => "concurrency",
         }
     }
 }
@@ -205,18 +202,6 @@ impl<A: Algorithm> Limiter<A> {
     }
 }
 
-impl Limiter<Concurrency> {
-    /// Gives back `cost` units taken by an earlier `hit` on the same limits.
-    pub fn release(&self, limits: &[(&str, &[Rate])], cost: u64) {
-        for check in self.checks(limits) {
-            self.store.update(check.key, |in_flight| {
-                Concurrency::release(in_flight, cost);
-                *in_flight == 0
-            });
-        }
-    }
-}
-
 /// A limiter of any algorithm.
 pub enum AnyLimiter {
     Gcra(Limiter<Gcra>),
@@ -225,7 +210,6 @@ pub enum AnyLimiter {
     FixedWindow(Limiter<FixedWindow>),
     SlidingWindowCounter(Limiter<SlidingWindow>),
     SlidingWindowLog(Limiter<SlidingLog>),
-    Concurrency(Limiter<Concurrency>),
 }
 
 macro_rules! dispatch {
@@ -237,7 +221,6 @@ macro_rules! dispatch {
             AnyLimiter::FixedWindow($limiter) => $body,
             AnyLimiter::SlidingWindowCounter($limiter) => $body,
             AnyLimiter::SlidingWindowLog($limiter) => $body,
-            AnyLimiter::Concurrency($limiter) => $body,
         }
     };
 }
@@ -253,7 +236,6 @@ impl AnyLimiter {
                 AnyLimiter::SlidingWindowCounter(Limiter::new(clock, max_keys, on_full))
             }
             AlgorithmKind::SlidingWindowLog => AnyLimiter::SlidingWindowLog(Limiter::new(clock, max_keys, on_full)),
-            AlgorithmKind::Concurrency => AnyLimiter::Concurrency(Limiter::new(clock, max_keys, on_full)),
         }
     }
 
@@ -265,7 +247,6 @@ impl AnyLimiter {
             AnyLimiter::FixedWindow(_) => AlgorithmKind::FixedWindow,
             AnyLimiter::SlidingWindowCounter(_) => AlgorithmKind::SlidingWindowCounter,
             AnyLimiter::SlidingWindowLog(_) => AlgorithmKind::SlidingWindowLog,
-            AnyLimiter::Concurrency(_) => AlgorithmKind::Concurrency,
         }
     }
 
@@ -287,13 +268,6 @@ impl AnyLimiter {
 
     pub fn sweep(&self, rates: &[Rate]) -> usize {
         dispatch!(self, limiter => limiter.sweep(rates))
-    }
-
-    /// Gives back units of a concurrency limit; a no-op for time-based algorithms.
-    pub fn release(&self, limits: &[(&str, &[Rate])], cost: u64) {
-        if let AnyLimiter::Concurrency(limiter) = self {
-            limiter.release(limits, cost);
-        }
     }
 
     pub fn len(&self) -> usize {

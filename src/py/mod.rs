@@ -314,14 +314,12 @@ impl Limiter {
         deny_cache_size: i64,
     ) -> PyResult<Self> {
         let rates = quota_of(rate)?;
-        let kind = AlgorithmKind::parse(algorithm)
-            .filter(|kind| *kind != AlgorithmKind::Concurrency)
-            .ok_or_else(|| {
-                Error::Value(format!(
-                    "unknown algorithm {algorithm:?}; expected one of {}",
-                    AlgorithmKind::NAMES
-                ))
-            })?;
+        let kind = AlgorithmKind::parse(algorithm).ok_or_else(|| {
+            Error::Value(format!(
+                "unknown algorithm {algorithm:?}; expected one of {}",
+                AlgorithmKind::NAMES
+            ))
+        })?;
         remote::is_redis_url(storage)?;
         let max_keys = positive(max_keys, "max_keys")? as usize;
         let limiter = Arc::new(AnyLimiter::new(kind, make_clock(clock), max_keys, on_full_of(on_full)?));

@@ -612,7 +612,6 @@ fn script_text(kind: AlgorithmKind) -> String {
         AlgorithmKind::FixedWindow => include_str!("lua/fixed_window.lua"),
         AlgorithmKind::SlidingWindowCounter => include_str!("lua/sliding_window.lua"),
         AlgorithmKind::SlidingWindowLog => include_str!("lua/sliding_log.lua"),
-        AlgorithmKind::Concurrency => unreachable!("concurrency leases have their own script: RedisConcurrency"),
     };
     [include_str!("lua/prelude.lua"), algorithm, include_str!("lua/main.lua")].concat()
 }
@@ -630,7 +629,6 @@ impl RedisLimiter {
         options: LimiterOptions,
         fallback: Arc<AnyLimiter>,
     ) -> Self {
-        assert!(kind != AlgorithmKind::Concurrency, "see RedisConcurrency");
         RedisLimiter {
             store,
             kind,
