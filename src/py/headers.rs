@@ -12,13 +12,13 @@ use crate::headers::{self, Field, Value};
 
 /// One configured field: its lower-case name, and the last numeric pair built, reused while the value holds
 /// (a limit's quota never changes, its reset second rarely does).
-struct Slot {
+struct FieldSlot {
     field: Field,
     name: Py<PyBytes>,
     last: Mutex<Option<(u64, Py<PyTuple>)>>,
 }
 
-impl Slot {
+impl FieldSlot {
     fn pair<'py>(&self, py: Python<'py>, value: &[u8]) -> PyResult<Bound<'py, PyTuple>> {
         PyTuple::new(
             py,
@@ -47,7 +47,7 @@ impl Slot {
 /// Renders the rate-limit fields of a decision under configured names.
 #[pyclass(module = "ferrolimit._core", frozen)]
 pub struct HeaderRenderer {
-    slots: Vec<Slot>,
+    slots: Vec<FieldSlot>,
     names: Vec<String>,
 }
 
@@ -146,7 +146,7 @@ impl HeaderRenderer {
         let mut names = Vec::new();
         for (field, name) in configured {
             if let Some(name) = name {
-                slots.push(Slot {
+                slots.push(FieldSlot {
                     field,
                     name: PyBytes::new(py, name.to_ascii_lowercase().as_bytes()).unbind(),
                     last: Mutex::new(None),
