@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 from starlette.applications import Starlette
@@ -15,7 +15,16 @@ from starlette.testclient import TestClient, WebSocketDenialResponse
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ferrolimit import FakeClock, HeaderConfig, Limiter, RateLimitExceeded, RateLimitMiddleware, WebSocketRateLimit
+from ferrolimit import (
+    Decision,
+    FakeClock,
+    HeaderConfig,
+    Limiter,
+    Quota,
+    RateLimitExceeded,
+    RateLimitMiddleware,
+    WebSocketRateLimit,
+)
 from tests.conftest import TIME_ALGORITHMS
 
 T0 = 1_700_000_040
@@ -345,3 +354,39 @@ def test_the_middleware_and_a_fastapi_dependency_report_the_tighter_of_their_lim
     denied = client.get("/")
     assert denied.status_code == 429
     assert denied.headers["x-ratelimit-limit"] == "3" and denied.headers["retry-after"] == "60"
+
+
+def test_a_limiter_subclass_is_asked_through_its_own_methods() -> None:
+    """The native shortcut of the common path is taken only for ferrolimit's own Limiter: a subclass that
+    overrides hit() (to log, to meter) sees every request, through the middleware and the dependency."""
+    from fastapi import FastAPI
+
+    from ferrolimit import FastLimit, rate_limit
+
+    seen: list[str] = []
+
+    class Metered(Limiter):
+        def hit(self, key: str, cost: int = 1) -> Decision:
+            seen.append(key)
+            return super().hit(key, cost)
+
+        def hit_many(self, limits: Sequence[tuple[str, str | Quota | None]], cost: int = 1) -> Decision:
+            seen.extend(key for key, _ in limits)
+            return super().hit_many(limits, cost)
+
+    clock = FakeClock(T0)
+    client, _ = app_with(limit="3/min", backend=Metered("3/min", clock=clock))
+    assert [client.get("/").status_code for _ in range(4)] == [200, 200, 200, 429]
+    assert seen == ["default:testclient"] * 4
+
+    seen.clear()
+    app = FastAPI()
+
+    @app.get("/", dependencies=[rate_limit("2/min")])
+    async def index() -> dict[str, str]:
+        return {"hello": "world"}
+
+    FastLimit(backend=Metered("1/s", clock=clock)).init_app(app)
+    api = TestClient(app)
+    assert [api.get("/").status_code for _ in range(3)] == [200, 200, 429]
+    assert seen == ["GET /:ip:testclient"] * 3

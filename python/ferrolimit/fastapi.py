@@ -330,7 +330,8 @@ class RateLimit:
             limiter = engine.limiter
             plan = (f"{name}:ip:", self._plain, self.rule.cost, counts, name, limiter.is_remote)
             simple = engine.direct_peers and not engine.has_exempt and not engine.dry_run
-            if simple and isinstance(limiter, Limiter) and not limiter.is_remote:
+            # A Limiter subclass may override hit(): it is asked through its methods, never natively.
+            if simple and type(limiter) is Limiter and not limiter.is_remote:
                 charge = Charge(limiter, plan[0], self._plain, self.rule.cost, engine.renderer, name)
                 direct = (charge, counts, name)
         if route is not None:

@@ -543,7 +543,7 @@ class RateLimitMiddleware:
             (Charge(engine.limiter, self._fast_prefix, None, self._cost, engine.renderer, name), self._fast_counts)
             if self._fast is not None
             and own_rate
-            and isinstance(engine.limiter, Limiter)
+            and type(engine.limiter) is Limiter  # a subclass may override hit(): asked through its methods
             and not engine.limiter.is_remote
             else None
         )
