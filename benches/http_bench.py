@@ -6,7 +6,9 @@ Each app runs under uvicorn (one worker, pinned to CPU 0 when there are two or m
 All the servers start first; then the apps take turns, round after round, so drift hits all alike, and the
 best and median runs are reported. The server's own CPU time per request is read from /proc as well. The
 limits are so high that nothing is refused: every request pays for the full allowed path (the check and its
-headers). `make bench` runs it; `python benches/http_bench.py --help` lists the knobs.
+headers). Where valgrind and gcc are installed, the instructions of each request are counted too, under
+callgrind: a figure that does not move with the machine's load. `make bench` runs it;
+`python benches/http_bench.py --help` lists the knobs.
 """
 
 import argparse
