@@ -94,15 +94,6 @@ pub fn field_value(field: Field, decision: &Decision, now_ns: u64, policy: &str)
     }
 }
 
-/// The value of `field` for `decision` as text, or `None` when the field does not apply.
-pub fn value(field: Field, decision: &Decision, now_ns: u64, policy: &str) -> Option<String> {
-    match field_value(field, decision, now_ns, policy) {
-        Value::Number(number) => Some(number.to_string()),
-        Value::Text(text) => Some(text),
-        Value::Absent => None,
-    }
-}
-
 /// The decimal digits of `number`, written into `buffer` without allocating.
 pub fn digits(number: u64, buffer: &mut [u8; 20]) -> &[u8] {
     let mut rest = number;
@@ -146,6 +137,15 @@ pub fn is_field_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The value of `field` as the text a response carries, or `None` when the field does not apply.
+    fn value(field: Field, decision: &Decision, now_ns: u64, policy: &str) -> Option<String> {
+        match field_value(field, decision, now_ns, policy) {
+            Value::Number(number) => Some(number.to_string()),
+            Value::Text(text) => Some(text),
+            Value::Absent => None,
+        }
+    }
 
     #[test]
     fn digits_match_to_string() {
