@@ -18,12 +18,14 @@ mod _core {
 
     #[pymodule_export]
     use crate::py::{
-        __version__, _call_floor, parse_rates, Charge, ConcurrencyLimiter, Decision, FakeClock, Lease, Limiter, Quota,
-        Slot,
+        __version__, _call_floor, parse_rates, Charge, ConcurrencyLimiter, Counts, Decision, FakeClock, Lease, Limiter,
+        Quota, RouteCharges, Slot,
     };
 
     #[pymodule_export]
-    use crate::py::{decision_from, denied_body, exceeded_detail, retry_after_s, HeaderRenderer};
+    use crate::py::{
+        decision_from, denied_body, exceeded_detail, retry_after_s, send_with_headers, HeaderLayer, HeaderRenderer,
+    };
 
     #[pymodule_init]
     fn init(module: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -5,8 +5,11 @@ clock's time is passed to the Redis scripts)."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -245,41 +248,137 @@ def test_real_clock_is_wall_time() -> None:
     assert abs(limiter.now() - time.time()) < 5
 
 
-def test_charge_takes_from_prefix_plus_client_and_offers_the_tightest(clock: FakeClock) -> None:
-    from ferrolimit._core import Charge, HeaderRenderer
+def _recorder() -> tuple[list[dict[str, Any]], Callable[[dict[str, Any]], Awaitable[None]]]:
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    return sent, send
+
+
+def _deliver(send: Callable[[dict[str, Any]], Awaitable[None]], message: dict[str, Any]) -> None:
+    async def deliver() -> None:
+        await send(message)
+
+    asyncio.run(deliver())
+
+
+def test_charge_admits_by_peer_address_and_offers_the_tightest(clock: FakeClock) -> None:
+    from ferrolimit._core import _SCOPE_PENDING, Charge, Counts, HeaderRenderer
 
     limiter = Limiter("3/min", "gcra", clock=clock)
-    renderer = HeaderRenderer()
-    charge = Charge(limiter, "route:", None, 1, renderer, "route")
-    pending: list[object] = [None, ()]
-    first = charge.hit("10.0.0.1", pending)
-    assert first.allowed and first.remaining == 2
-    assert pending[0] is first
-    assert dict(pending[1])[b"x-ratelimit-remaining"] == b"2"  # type: ignore[call-overload]
+    renderer, counts = HeaderRenderer(), Counts()
+    charge = Charge(limiter, "route:", None, 1, renderer, "route", counts)
+    sent, send = _recorder()
+    scope: dict[str, Any] = {"type": "http", "client": ("10.0.0.1", 5000)}
+    wrapped = charge.admit(scope, send)
+    assert callable(wrapped) and wrapped is not send, "a new pending cell comes with a send that writes it"
+    pending = scope[_SCOPE_PENDING]
+    assert pending[0].allowed and pending[0].remaining == 2 and counts.allowed == 1
+    assert dict(pending[1])[b"x-ratelimit-remaining"] == b"2"
     # The same counter as the limiter's own key "route:10.0.0.1".
     assert limiter.hit("route:10.0.0.1").remaining == 1
-    # A looser decision offered later leaves the tighter one in place; a tighter one replaces it.
-    loose = Limiter("100/min", clock=clock).hit("x")
-    renderer.offer(pending, loose, "loose")
-    assert pending[0] is first
-    second = charge.hit("10.0.0.1", pending)
-    assert pending[0] is second and dict(pending[1])[b"x-ratelimit-remaining"] == b"0"  # type: ignore[call-overload]
-    denied = charge.hit("10.0.0.1", pending)
-    assert not denied.allowed
-    fields = dict(pending[1])  # type: ignore[call-overload]
-    assert fields[b"retry-after"] == b"20" and fields[b"x-ratelimit-limit"] == b"3"
-    # Another client has its own counter; its rate can differ from the limiter's.
-    other = Charge(limiter, "route:", Quota("1/s"), 1, renderer, "other").hit("10.0.0.2", [None, ()])
-    assert other.allowed and other.limit == 1
+    _deliver(wrapped, {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    assert sent[0]["headers"] == [(b"content-type", b"text/plain"), *pending[1]]
+
+    # An outer layer made the pending cell (and writes it): send is handed back as it is. A looser decision
+    # offered earlier gives way to this tighter one.
+    outer: list[Any] = [None, ()]
+    renderer.offer(outer, Limiter("100/min", clock=clock).hit("x"), "loose")
+    again = {"type": "http", "client": ["10.0.0.1", 5000], _SCOPE_PENDING: outer}
+    assert charge.admit(again, send) is send
+    assert outer[0].remaining == 0 and dict(outer[1])[b"x-ratelimit-limit"] == b"3" and counts.allowed == 2
+    refused = charge.admit(again, send)
+    assert isinstance(refused, tuple)
+    decision, same = refused
+    assert not decision.allowed and same is send and counts.allowed == 2, "a refusal is not counted as allowed"
+    assert dict(outer[1])[b"retry-after"] == b"20", "the refusal binds tighter than the allowed decision held"
+
+    # Other clients, or none that keys as it is: nothing is done (the Python side resolves them).
+    for client in [None, ("2001:db8::1", 1), ("", 1), (b"10.0.0.1", 1), (), 42]:
+        untouched: dict[str, Any] = {"type": "http", "client": client}
+        assert charge.admit(untouched, send) is None
+        assert _SCOPE_PENDING not in untouched and counts.allowed == 2
+    assert charge.admit({"type": "http"}, send) is None
+    # Another client has its own counter; a charge's rate can differ from its limiter's.
+    other = Charge(limiter, "route:", Quota("1/s"), 1, renderer, "other", Counts())
+    assert callable(other.admit({"client": ("10.0.0.2", 1)}, send))
 
 
 def test_charge_refuses_what_it_cannot_decide(clock: FakeClock) -> None:
-    from ferrolimit._core import Charge, HeaderRenderer
+    from ferrolimit._core import Charge, Counts, HeaderRenderer
 
     with pytest.raises(CostExceedsLimitError, match="a cost of 5 can never pass a limit of 3"):
-        Charge(Limiter("3/min", clock=clock), "p:", None, 5, HeaderRenderer(), "p")
+        Charge(Limiter("3/min", clock=clock), "p:", None, 5, HeaderRenderer(), "p", Counts())
     with pytest.raises(ValueError, match="cost must be"):
-        Charge(Limiter("3/min", clock=clock), "p:", None, 0, HeaderRenderer(), "p")
+        Charge(Limiter("3/min", clock=clock), "p:", None, 0, HeaderRenderer(), "p", Counts())
+
+
+def test_route_charges_admit_only_the_route_and_limiter_they_were_set_for(clock: FakeClock) -> None:
+    from ferrolimit._core import _SCOPE_ENGINE, _SCOPE_PENDING, Charge, Counts, Decision, HeaderRenderer, RouteCharges
+
+    counts = Counts()
+    charge = Charge(Limiter("2/min", clock=clock), "r:", None, 1, HeaderRenderer(), "r", counts)
+    charges = RouteCharges()
+    route, engine = object(), object()
+    charges.set(route, engine, charge)
+    assert len(charges) == 1
+
+    def scope(**changes: Any) -> dict[str, Any]:
+        base = {"client": ("10.0.0.1", 1), "route": route, _SCOPE_ENGINE: engine, _SCOPE_PENDING: [None, ()]}
+        return {key: value for key, value in {**base, **changes}.items() if value is not None}
+
+    first = scope()
+    assert charges.admit(first) is True and counts.allowed == 1
+    assert dict(first[_SCOPE_PENDING][1])[b"x-ratelimit-remaining"] == b"1"
+    # Anything else goes the general way, untouched.
+    for other in [
+        scope(route=object()),
+        scope(**{_SCOPE_ENGINE: object()}),
+        scope(**{_SCOPE_PENDING: None}),
+        scope(client=("::1", 1)),
+        scope(fastapi={"effective_route_context": None}),
+    ]:
+        assert charges.admit(other) is None
+    assert counts.allowed == 1
+    assert charges.admit(scope()) is True
+    refused = charges.admit(scope())
+    assert isinstance(refused, Decision) and not refused.allowed and counts.allowed == 2
+    charges.set(route, engine, None)
+    assert len(charges) == 0 and charges.admit(scope()) is None
+
+
+def test_send_with_headers_writes_the_fields_on_the_start_message_only() -> None:
+    from ferrolimit._core import send_with_headers
+
+    fields = [(b"x-ratelimit-limit", b"10"), (b"retry-after", b"3")]
+    sent, send = _recorder()
+    wrapped = send_with_headers(send, [None, fields])
+    body = {"type": "http.response.body", "body": b"x"}
+    _deliver(wrapped, {"type": "http.response.start", "status": 200})
+    _deliver(wrapped, body)
+    assert sent == [{"type": "http.response.start", "status": 200, "headers": fields}, body]
+    # An error response that already names a field keeps its own; the others are added. Any iterable of pairs.
+    sent.clear()
+    _deliver(wrapped, {"type": "http.response.start", "status": 429, "headers": ((b"Retry-After", b"9"),)})
+    assert sent[0]["headers"] == [(b"Retry-After", b"9"), (b"x-ratelimit-limit", b"10")]
+    sent.clear()
+    _deliver(wrapped, {"type": "websocket.accept", "headers": [(b"a", b"b")]})
+    assert sent[0]["headers"] == [(b"a", b"b"), *fields]
+    # Nothing pending yet: the message goes as it is.
+    sent.clear()
+    _deliver(send_with_headers(send, [None, ()]), {"type": "http.response.start", "status": 200})
+    assert sent == [{"type": "http.response.start", "status": 200}]
+    # What send raises, and a message with no type, reach the caller.
+    with pytest.raises(KeyError):
+        wrapped({"status": 200})
+
+    async def broken(message: dict[str, Any]) -> None:
+        raise OSError("gone")
+
+    with pytest.raises(OSError, match="gone"):
+        _deliver(send_with_headers(broken, [None, fields]), {"type": "http.response.start", "status": 200})
 
 
 def test_rendered_numbers_follow_every_change(clock: FakeClock) -> None:

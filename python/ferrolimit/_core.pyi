@@ -1,21 +1,26 @@
 """The native core of ferrolimit. Everything here runs in Rust; nothing blocks on I/O."""
 
-from collections.abc import Awaitable, Sequence
-from typing import Any, final
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final, Literal, TypeAlias, final
 
 from typing_extensions import Self, disjoint_base
 
 __all__ = [
+    "_SCOPE_ENGINE",
+    "_SCOPE_PENDING",
     "Charge",
     "ConcurrencyLimitExceeded",
     "ConcurrencyLimiter",
     "CostExceedsLimitError",
+    "Counts",
     "Decision",
     "FakeClock",
+    "HeaderLayer",
     "HeaderRenderer",
     "Lease",
     "Limiter",
     "Quota",
+    "RouteCharges",
     "Slot",
     "__version__",
     "_call_floor",
@@ -24,6 +29,7 @@ __all__ = [
     "exceeded_detail",
     "parse_rates",
     "retry_after_s",
+    "send_with_headers",
 ]
 
 def __version__() -> str: ...
@@ -88,20 +94,75 @@ class Decision:
         """``reset_after`` as seconds since the Unix epoch, on the limiter's clock."""
     def __bool__(self) -> bool: ...
 
+_SCOPE_PENDING: Final[str]
+_SCOPE_ENGINE: Final[str]
+
+_Send: TypeAlias = Callable[[Any], Awaitable[None]]
+
+@final
+class Counts:
+    """Requests allowed, refused, and refused in a dry run (so let through), for one limit name."""
+
+    allowed: int
+    limited: int
+    dry_run_limited: int
+    def __new__(cls) -> Self: ...
+    def as_dict(self) -> dict[str, int]:
+        """``{"allowed": n, "limited": n, "dry_run_limited": n}``."""
+
 @final
 class Charge:
     """One limit as the ASGI layers charge it on every request: a memory ``Limiter``, a key prefix, a rate
-    (``None``: the limiter's own), a cost, and the ``HeaderRenderer`` and policy name of its response fields."""
+    (``None``: the limiter's own), a cost, the ``HeaderRenderer`` and policy name of its response fields, and the
+    ``Counts`` of its limit name."""
 
     def __new__(
-        cls, limiter: Limiter, prefix: str, quota: Quota | None, cost: int, renderer: HeaderRenderer, policy: str
+        cls,
+        limiter: Limiter,
+        prefix: str,
+        quota: Quota | None,
+        cost: int,
+        renderer: HeaderRenderer,
+        policy: str,
+        counts: Counts,
     ) -> Self: ...
-    def hit(self, client: str, pending: list[Any]) -> Decision:
-        """Takes the cost from the key ``prefix + client`` and offers the decision to ``pending``
-        (``[decision or None, fields]``, see ``HeaderRenderer.offer``)."""
+    def admit(self, scope: Any, send: _Send) -> _Send | tuple[Decision, _Send] | None:
+        """A middleware's whole common path for an HTTP ``scope`` whose peer address keys the client as it is: the
+        decision, offered to the request's pending fields (made, with ``send`` wrapped to write them, when no outer
+        layer made them). Returns the ``send`` to pass on when allowed, ``(decision, send)`` when refused, and None,
+        having done nothing, when the peer needs resolving (none, IPv6)."""
     @property
     def prefix(self) -> str:
         """The key prefix."""
+
+@final
+class RouteCharges:
+    """The charges of one FastAPI dependency, per matched route, for the routes where it is the only limit and
+    the common case applies. Bounded by the number of routes."""
+
+    def __new__(cls) -> Self: ...
+    def set(self, route: object, engine: object, charge: Charge | None) -> None:
+        """Charges ``charge`` for ``route`` served by ``engine`` from now on; None forgets the route."""
+    def admit(self, scope: Any) -> Literal[True] | Decision | None:
+        """The dependency's whole common path: True when the request's route has a charge here for the scope's
+        ``FastLimit``, its peer address keys the client as it is, and the charge allowed it; the ``Decision`` when
+        the charge refused it; None, having done nothing, when the request must go the general way."""
+    def __len__(self) -> int: ...
+
+@final
+class HeaderLayer:
+    """The ASGI layer ``FastLimit.init_app`` adds: makes the limiter reachable from the scope and, on HTTP, writes
+    the request's pending fields on the response start, whoever builds the response (the handler, an exception
+    handler, a streaming body). It hands back the inner app's awaitable."""
+
+    def __new__(cls, app: Any, limiter: Any) -> Self: ...
+    def __call__(self, scope: Any, receive: Any, send: _Send) -> Awaitable[None]: ...
+    @property
+    def app(self) -> Any:
+        """The app inside."""
+    @property
+    def limiter(self) -> Any:
+        """The ``FastLimit`` it serves."""
 
 @final
 class HeaderRenderer:
@@ -388,3 +449,8 @@ class Slot:
     def __exit__(self, kind: object | None, value: object | None, traceback: object | None) -> None: ...
     def __aenter__(self) -> Awaitable[Lease]: ...
     def __aexit__(self, kind: object | None, value: object | None, traceback: object | None) -> Awaitable[None]: ...
+
+def send_with_headers(send: _Send, pending: list[Any]) -> _Send:
+    """``send``, writing ``pending``'s fields (``[decision or None, fields]``, see ``HeaderRenderer.offer``) on the
+    message that starts the response. A field the response already carries is not repeated when its status is an
+    error (an error handler may have set its own)."""

@@ -27,9 +27,9 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
-from ferrolimit._core import Charge, Decision, FakeClock, Limiter, Quota
+from ferrolimit._core import Charge, Counts, Decision, FakeClock, HeaderLayer, Limiter, Quota, RouteCharges
 from ferrolimit.keys import matched_route
 from ferrolimit.starlette import (
     _ENGINE,
@@ -42,13 +42,11 @@ from ferrolimit.starlette import (
     Rate,
     RateLimitExceeded,
     _check_cost,
-    _Counts,
     _decide,
     _Engine,
     _maybe_await,
     _Pending,
     _quota,
-    _send_with_headers,
 )
 
 __all__ = [
@@ -71,10 +69,10 @@ logger = logging.getLogger("ferrolimit")
 
 _CHECKED = "ferrolimit.checked"
 # A plain limit's check on one route: (key prefix, rate, cost, counts, limit name, whether the store is remote).
-_Plan = tuple[str, Quota, int, _Counts, str, bool]
+_Plan = tuple[str, Quota, int, Counts, str, bool]
 # The same check where nothing but the peer's IPv4 address is needed (no proxies, exemptions or dry run; memory
 # store): (the native charge, counts, limit name).
-_Direct = tuple[Charge, _Counts, str]
+_Direct = tuple[Charge, Counts, str]
 
 UserIdFunc = Callable[[Request], "str | int | Awaitable[str | int | None] | None"]
 F = TypeVar("F", bound=Callable[..., Any])
@@ -158,7 +156,7 @@ class FastLimit(_Engine):
         app.state.fastlimit = self
         app.add_exception_handler(RateLimitExceeded, self._exception_handler)  # type: ignore[arg-type]
         try:
-            app.add_middleware(_LimitHeaders, limiter=self)
+            app.add_middleware(HeaderLayer, limiter=self)
         except RuntimeError:
             logger.warning(
                 "ferrolimit: init_app was called after the app started; headers will be set on the dependency's "
@@ -275,7 +273,7 @@ def rule(
 class RateLimit:
     """The FastAPI dependency that applies one ``RateLimitRule``; ``rate_limit()`` wraps it in ``Depends``."""
 
-    __slots__ = ("_plain", "_plans", "dependency", "rule")
+    __slots__ = ("_charges", "_plain", "_plans", "dependency", "rule")
 
     def __init__(self, rule: RateLimitRule) -> None:
         self.rule = rule
@@ -285,6 +283,8 @@ class RateLimit:
         # Per matched route (by id, with the route and limiter kept to confirm it): what the common case
         # needs, or None where the route has other limits too and they must be charged together.
         self._plans: dict[int, tuple[object, FastLimit, _Plan | None, _Direct | None]] = {}
+        # The routes whose check is one native call: the peer's address as it is, a memory limiter.
+        self._charges = RouteCharges()
         self.dependency = self._dependency()
 
     def __repr__(self) -> str:
@@ -292,27 +292,24 @@ class RateLimit:
 
     def _dependency(self) -> Callable[[Request, Response], Awaitable[None]]:
         """What ``rate_limit()`` hands to ``Depends``: a function (FastAPI calls one more cheaply than an object)
-        that takes the common case in a straight line (this route's only limit, by the peer's IPv4 address, in
-        memory: one native call) and leaves the rest to ``self``."""
+        that takes the common case in one native call (this route's only limit, by the peer's address as it is,
+        in memory) and leaves the rest to ``self``."""
+        admit = self._charges.admit
         plans = self._plans
 
         async def rate_limit(request: Request, response: Response) -> None:
+            decided = admit(request.scope)
+            if decided is True:
+                return
+            if decided is None:
+                await self(request, response)
+                return
             scope = request.scope
-            pending = scope.get(_PENDING)
-            if pending is not None:
-                route = scope.get("route") if scope.get("fastapi") is None else matched_route(scope)
-                cached = plans.get(id(route))
-                if cached is not None and cached[3] is not None and cached[0] is route:
-                    client = scope.get("client")
-                    if client and ":" not in client[0] and cached[1] is scope.get(_ENGINE):
-                        charge, counts, name = cached[3]
-                        decision = charge.hit(client[0], pending)
-                        if decision.allowed:
-                            counts.allowed += 1
-                            return
-                        cached[1].settle(decision, counts, False, name, charge.prefix + client[0])
-                        raise RateLimitExceeded.from_decision(decision, name)
-            await self(request, response)
+            _, engine, _, direct = plans[id(scope["route"])]
+            assert direct is not None, "a route is charged natively only with its plan"
+            charge, counts, name = direct
+            engine.settle(decided, counts, False, name, charge.prefix + scope["client"][0])
+            raise RateLimitExceeded.from_decision(decided, name)
 
         rate_limit.__ferrolimit__ = self  # type: ignore[attr-defined]
         return rate_limit
@@ -332,10 +329,11 @@ class RateLimit:
             simple = engine.direct_peers and not engine.has_exempt and not engine.dry_run
             # A Limiter subclass may override hit(): it is asked through its methods, never natively.
             if simple and type(limiter) is Limiter and not limiter.is_remote:
-                charge = Charge(limiter, plan[0], self._plain, self.rule.cost, engine.renderer, name)
+                charge = Charge(limiter, plan[0], self._plain, self.rule.cost, engine.renderer, name, counts)
                 direct = (charge, counts, name)
         if route is not None:
             self._plans[id(route)] = (route, engine, plan, direct)
+            self._charges.set(route, engine, direct[0] if direct is not None else None)
         return plan
 
     async def __call__(self, request: Request, response: Response) -> None:
@@ -523,28 +521,6 @@ def limit(
         return wrapper  # type: ignore[return-value]
 
     return decorate
-
-
-class _LimitHeaders:
-    """Pure ASGI: makes the limiter reachable from the scope and writes the tightest decision's headers on
-    the response start, whoever builds the response (handler, exception handler, streaming)."""
-
-    def __init__(self, app: ASGIApp, limiter: FastLimit) -> None:
-        self.app = app
-        self.limiter = limiter
-
-    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
-        # A plain function handing back the inner app's awaitable: no coroutine of its own per request. This
-        # layer sits inside Starlette's middleware stack (init_app adds it), never where a server inspects it.
-        scope_type = scope["type"]
-        if scope_type == "http":
-            scope[_ENGINE] = self.limiter
-            if _PENDING not in scope:
-                pending = scope[_PENDING] = [None, ()]
-                send = _send_with_headers(send, pending)
-        elif scope_type == "websocket":
-            scope[_ENGINE] = self.limiter
-        return self.app(scope, receive, send)
 
 
 def _collect(dependant: Dependant, found: list["RateLimit"]) -> None:

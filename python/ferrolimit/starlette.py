@@ -20,11 +20,14 @@ from typing import Any, TypeAlias
 from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from ferrolimit._core import (
+    _SCOPE_ENGINE,
+    _SCOPE_PENDING,
     Charge,
+    Counts,
     Decision,
     FakeClock,
     HeaderRenderer,
@@ -34,6 +37,7 @@ from ferrolimit._core import (
     denied_body,
     exceeded_detail,
     retry_after_s,
+    send_with_headers,
 )
 from ferrolimit.keys import ClientIdentifier, IPSet
 
@@ -53,9 +57,8 @@ Rate: TypeAlias = str | Quota
 KeyFunc: TypeAlias = Callable[[Request], str | Awaitable[str | None] | None]
 ConnectionKeyFunc: TypeAlias = Callable[[HTTPConnection], str | Awaitable[str | None] | None]
 
-_PENDING = "ferrolimit.pending"
-_ENGINE = "ferrolimit"
-_START_MESSAGES = frozenset({"http.response.start", "websocket.accept", "websocket.http.response.start"})
+_PENDING = _SCOPE_PENDING
+_ENGINE = _SCOPE_ENGINE
 _JSON = (b"content-type", b"application/json")
 # The native limiter's own rate when it has none to use: every check names its rates.
 _UNUSED_RATE = "1/s"
@@ -204,44 +207,13 @@ def _tighter(new: Decision, old: Decision) -> bool:
 _Pending: TypeAlias = list[Any]
 
 
-def _send_with_headers(send: Send, pending: _Pending) -> Send:
-    """``send``, appending ``pending``'s fields to the message that starts the response. A plain function
-    handing back the inner awaitable: no coroutine of its own per message."""
-
-    def send_with_headers(message: Message) -> Awaitable[None]:
-        if message["type"] in _START_MESSAGES:
-            fields = pending[1]
-            if fields:
-                headers = message.get("headers")
-                if not headers:
-                    message["headers"] = fields  # rendered for this response alone: never changed afterwards
-                else:
-                    if message.get("status", 200) >= 400:  # an error handler may have set its own
-                        present = {bytes(name).lower() for name, _ in headers}
-                        fields = [pair for pair in fields if pair[0] not in present]
-                    message["headers"] = [*headers, *fields]
-        return send(message)
-
-    return send_with_headers
-
-
 def _attach(scope: Scope, send: Send) -> tuple[_Pending, Send]:
     """The request's pending fields, and ``send`` wrapped to write them if no outer layer already does."""
     pending: _Pending | None = scope.get(_PENDING)
     if pending is not None:
         return pending, send
     pending = scope[_PENDING] = [None, ()]
-    return pending, _send_with_headers(send, pending)
-
-
-class _Counts:
-    __slots__ = ("allowed", "dry_run_limited", "limited")
-
-    def __init__(self) -> None:
-        self.allowed = self.limited = self.dry_run_limited = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return {"allowed": self.allowed, "limited": self.limited, "dry_run_limited": self.dry_run_limited}
+    return pending, send_with_headers(send, pending)
 
 
 def _quota(rate: Rate | None, what: str) -> Quota | None:
@@ -377,12 +349,12 @@ class _Engine:
         if error_handler is not None and not callable(error_handler):
             raise TypeError("error_handler must be a callable (request, exc) -> Response, sync or async")
         self.error_handler = error_handler
-        self._counts: dict[str, _Counts] = {}
+        self._counts: dict[str, Counts] = {}
 
-    def counts(self, name: str) -> _Counts:
+    def counts(self, name: str) -> Counts:
         counts = self._counts.get(name)
         if counts is None:
-            counts = self._counts.setdefault(name, _Counts())
+            counts = self._counts.setdefault(name, Counts())
         return counts
 
     def stats(self) -> dict[str, dict[str, int]]:
@@ -397,7 +369,7 @@ class _Engine:
     def is_exempt(self, address: str | None) -> bool:
         return self.has_exempt and address is not None and address in self.exempt
 
-    def settle(self, decision: Decision, counts: _Counts, dry_run: bool, name: str, key: str) -> bool:
+    def settle(self, decision: Decision, counts: Counts, dry_run: bool, name: str, key: str) -> bool:
         """Counts the outcome; True when the request must be refused."""
         if decision.allowed:
             counts.allowed += 1
@@ -534,17 +506,15 @@ class RateLimitMiddleware:
         engine = self.engine
         simple = not self._has_rules and key is None and not engine.has_exempt and not engine.identifier.reads_headers
         self._fast = self._default if simple and not engine.dry_run else None
-        self._fast_counts = self._counts[name] if self._fast is not None else _Counts()
+        self._fast_counts = self._counts[name] if self._fast is not None else Counts()
         own_rate = isinstance(engine.limiter, Limiter) and engine.limiter.quota == default
         self._fast_rate = None if own_rate else default
         self._fast_prefix = f"{name}:"
-        # What the fast path needs, unpacked in one step: the native charge of a memory limiter at its own rate.
-        self._fast_local = (
-            (Charge(engine.limiter, self._fast_prefix, None, self._cost, engine.renderer, name), self._fast_counts)
-            if self._fast is not None
-            and own_rate
-            and type(engine.limiter) is Limiter  # a subclass may override hit(): asked through its methods
-            and not engine.limiter.is_remote
+        # The common path in one native call: a memory limiter of ferrolimit's own (a subclass may override
+        # hit(): it is asked through its methods) at its own rate.
+        self._admit = (
+            Charge(engine.limiter, self._fast_prefix, None, self._cost, engine.renderer, name, self._fast_counts).admit
+            if self._fast is not None and own_rate and type(engine.limiter) is Limiter and not engine.limiter.is_remote
             else None
         )
 
@@ -593,22 +563,18 @@ class RateLimitMiddleware:
         fast = self._fast
         if fast is not None and scope_type == "http":
             # One app-wide limit by address, no proxy, no exemptions: the common case, in a straight line.
-            client = scope.get("client")
-            peer = client[0] if client else None
-            client_key = peer if peer and ":" not in peer else engine.client(scope)[1]
-            local = self._fast_local
-            if local is not None:  # the limiter's own rate, in memory: one native call that never blocks
-                charge, counts = local
-                pending = scope.get(_PENDING)
-                if pending is None:
-                    pending = scope[_PENDING] = [None, ()]
-                    send = _send_with_headers(send, pending)
-                decision = charge.hit(client_key, pending)
-                if decision.allowed:
-                    counts.allowed += 1
-                    await self.app(scope, receive, send)
+            admit = self._admit
+            admitted = admit(scope, send) if admit is not None else None
+            if admitted is not None:  # decided natively, by the peer's address as it is
+                if not isinstance(admitted, tuple):
+                    await self.app(scope, receive, admitted)
                     return
+                decision, send = admitted
+                client_key = scope["client"][0]
             else:
+                client = scope.get("client")
+                peer = client[0] if client else None
+                client_key = peer if peer and ":" not in peer else engine.client(scope)[1]
                 limits = [(self._fast_prefix + client_key, self._fast_rate)]
                 decision = await _decide(engine.limiter, limits, self._cost)
                 if decision.allowed:

@@ -1,27 +1,31 @@
 //! Python bindings: the only code besides `lib.rs` that uses pyo3.
 
+mod asgi;
 mod bridge;
 mod concurrency;
 mod errors;
 mod headers;
 mod remote;
+mod send;
 
 use std::sync::Arc;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString};
+use pyo3::types::{PyDict, PyString};
 
 use crate::clock::{self, Clock};
 use crate::decision;
-use crate::limiter::{AlgorithmKind, AnyLimiter, CostExceedsLimit};
+use crate::limiter::{AlgorithmKind, AnyLimiter};
 use crate::rate::{self, Rate};
 use crate::store::memory::OnFull;
 use crate::store::redis::{Mode, RedisLimiter};
 
+pub use asgi::{Charge, Counts, RouteCharges};
 pub use concurrency::{ConcurrencyLimiter, Lease, Slot};
 pub use errors::{ConcurrencyLimitExceeded, CostExceedsLimitError};
 use errors::{Error, Result};
 pub use headers::{decision_from, denied_body, exceeded_detail, retry_after_s, HeaderRenderer};
+pub use send::{send_with_headers, HeaderLayer};
 
 const NANOS: f64 = 1e9;
 
@@ -32,6 +36,8 @@ pub fn init_module(module: &Bound<'_, PyModule>) -> PyResult<()> {
         "ConcurrencyLimitExceeded",
         module.py().get_type::<ConcurrencyLimitExceeded>(),
     )?;
+    module.add("_SCOPE_PENDING", asgi::SCOPE_PENDING)?;
+    module.add("_SCOPE_ENGINE", asgi::SCOPE_ENGINE)?;
     Ok(())
 }
 
@@ -474,75 +480,5 @@ impl Limiter {
             self.quota.__str__(),
             self.limiter.kind().name()
         )
-    }
-}
-
-/// One limit as the ASGI layers charge it on every request: a memory limiter, a key prefix, a rate, a cost,
-/// and how the decision is written on the response. `hit(client, pending)` is the common path's one native
-/// call: the key is the prefix followed by `client`, and the decision is offered to `pending`.
-#[pyclass(module = "ferrolimit._core", frozen)]
-pub struct Charge {
-    limiter: Py<Limiter>,
-    prefix: String,
-    rates: Vec<Rate>,
-    cost: u64,
-    renderer: Py<HeaderRenderer>,
-    policy: String,
-}
-
-#[pymethods]
-impl Charge {
-    #[new]
-    #[pyo3(signature = (limiter, prefix, quota, cost, renderer, policy))]
-    fn py_new(
-        limiter: &Bound<'_, Limiter>,
-        prefix: String,
-        quota: Option<&Bound<'_, Quota>>,
-        cost: i64,
-        renderer: &Bound<'_, HeaderRenderer>,
-        policy: String,
-    ) -> PyResult<Self> {
-        let held = limiter.get();
-        if held.remote.is_some() {
-            return Err(Error::Value(
-                "a Charge decides in memory; a remote store is asked with hit_many_async".to_owned(),
-            )
-            .into());
-        }
-        let rates = quota.map_or_else(|| held.quota.rates.clone(), |quota| quota.get().rates.clone());
-        let cost = positive(cost, "cost")?;
-        if let Some(rate) = rates.iter().find(|rate| rate.limit() < cost) {
-            return Err(Error::from(CostExceedsLimit { cost, rate: *rate }).into());
-        }
-        Ok(Charge {
-            limiter: limiter.clone().unbind(),
-            prefix,
-            rates,
-            cost,
-            renderer: renderer.clone().unbind(),
-            policy,
-        })
-    }
-
-    /// Takes the cost from the key `prefix + client` and offers the decision to `pending`
-    /// (`[decision or None, fields]`, see `HeaderRenderer.offer`).
-    fn hit<'py>(&self, py: Python<'py>, client: &str, pending: &Bound<'py, PyList>) -> PyResult<Bound<'py, Decision>> {
-        let mut key: smallvec::SmallVec<[u8; 128]> = smallvec::SmallVec::new();
-        key.extend_from_slice(self.prefix.as_bytes());
-        key.extend_from_slice(client.as_bytes());
-        let key = std::str::from_utf8(&key).expect("two str joined");
-        let limiter = &self.limiter.get().limiter;
-        let (decision, now_ns) = limiter
-            .hit(&[(key, self.rates.as_slice())], self.cost)
-            .map_err(Error::from)?;
-        let decision = Bound::new(py, Decision::from_core(decision, now_ns))?;
-        self.renderer.get().offer_to(pending, &decision, &self.policy)?;
-        Ok(decision)
-    }
-
-    /// The key prefix.
-    #[getter]
-    fn prefix(&self) -> &str {
-        &self.prefix
     }
 }

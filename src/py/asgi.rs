@@ -1,0 +1,305 @@
+//! What the ASGI layers (`ferrolimit.starlette`, `ferrolimit.fastapi`) call on every request: the common
+//! case, one limit on a memory limiter keyed by the peer's address, decided in one native call.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+
+use super::errors::Error;
+use super::{positive, send, Decision, HeaderRenderer, Limiter, Quota};
+use crate::limiter::CostExceedsLimit;
+use crate::rate::Rate;
+
+/// The scope key of a request's pending response fields, `[decision or None, fields]`.
+pub const SCOPE_PENDING: &str = "ferrolimit.pending";
+/// The scope key of the `FastLimit` that serves the app.
+pub const SCOPE_ENGINE: &str = "ferrolimit";
+
+/// Requests allowed, refused, and refused in a dry run (so let through), for one limit name.
+#[pyclass(module = "ferrolimit._core", frozen)]
+#[derive(Default)]
+pub struct Counts {
+    allowed: AtomicU64,
+    limited: AtomicU64,
+    dry_run_limited: AtomicU64,
+}
+
+#[pymethods]
+impl Counts {
+    #[new]
+    fn py_new() -> Self {
+        Counts::default()
+    }
+
+    #[getter]
+    fn get_allowed(&self) -> u64 {
+        self.allowed.load(Ordering::Relaxed)
+    }
+
+    #[setter]
+    fn set_allowed(&self, value: u64) {
+        self.allowed.store(value, Ordering::Relaxed);
+    }
+
+    #[getter]
+    fn get_limited(&self) -> u64 {
+        self.limited.load(Ordering::Relaxed)
+    }
+
+    #[setter]
+    fn set_limited(&self, value: u64) {
+        self.limited.store(value, Ordering::Relaxed);
+    }
+
+    #[getter]
+    fn get_dry_run_limited(&self) -> u64 {
+        self.dry_run_limited.load(Ordering::Relaxed)
+    }
+
+    #[setter]
+    fn set_dry_run_limited(&self, value: u64) {
+        self.dry_run_limited.store(value, Ordering::Relaxed);
+    }
+
+    /// `{"allowed": n, "limited": n, "dry_run_limited": n}`.
+    fn as_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let counts = PyDict::new(py);
+        counts.set_item("allowed", self.get_allowed())?;
+        counts.set_item("limited", self.get_limited())?;
+        counts.set_item("dry_run_limited", self.get_dry_run_limited())?;
+        Ok(counts)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Counts(allowed={}, limited={}, dry_run_limited={})",
+            self.get_allowed(),
+            self.get_limited(),
+            self.get_dry_run_limited()
+        )
+    }
+}
+
+/// The peer's address when the scope names one that keys the client as it is: a host with no `:` (IPv6
+/// is keyed by its network, which the Python side works out). None sends the request the general way.
+fn plain_peer<'py>(scope: &Bound<'py, PyDict>) -> PyResult<Option<Bound<'py, PyString>>> {
+    let Some(client) = scope.get_item(intern!(scope.py(), "client"))? else {
+        return Ok(None);
+    };
+    let host = if let Ok(pair) = client.cast::<PyTuple>() {
+        pair.get_item(0).ok()
+    } else if let Ok(pair) = client.cast::<PyList>() {
+        pair.get_item(0).ok()
+    } else {
+        None
+    };
+    let Some(Ok(host)) = host.map(Bound::cast_into::<PyString>) else {
+        return Ok(None);
+    };
+    let plain = host.to_str().is_ok_and(|text| !text.is_empty() && !text.contains(':'));
+    Ok(plain.then_some(host))
+}
+
+/// One limit as the ASGI layers charge it on every request: a memory limiter, a key prefix, a rate, a cost,
+/// how the decision is written on the response, and the counts of its limit name. The key is the prefix
+/// followed by the client's address; the decision is offered to the request's pending fields.
+#[pyclass(module = "ferrolimit._core", frozen)]
+pub struct Charge {
+    limiter: Py<Limiter>,
+    prefix: String,
+    rates: Vec<Rate>,
+    cost: u64,
+    renderer: Py<HeaderRenderer>,
+    policy: String,
+    counts: Py<Counts>,
+}
+
+impl Charge {
+    /// Decides for `client`, offers the decision to `pending`, and counts it when allowed.
+    fn decide<'py>(
+        &self,
+        py: Python<'py>,
+        client: &str,
+        pending: &Bound<'py, PyList>,
+    ) -> PyResult<Bound<'py, Decision>> {
+        let mut key: smallvec::SmallVec<[u8; 128]> = smallvec::SmallVec::new();
+        key.extend_from_slice(self.prefix.as_bytes());
+        key.extend_from_slice(client.as_bytes());
+        let key = std::str::from_utf8(&key).expect("two str joined");
+        let limiter = &self.limiter.get().limiter;
+        let (decision, now_ns) = limiter
+            .hit(&[(key, self.rates.as_slice())], self.cost)
+            .map_err(Error::from)?;
+        if decision.allowed {
+            self.counts.get().allowed.fetch_add(1, Ordering::Relaxed);
+        }
+        let decision = Bound::new(py, Decision::from_core(decision, now_ns))?;
+        self.renderer.get().offer_to(pending, &decision, &self.policy)?;
+        Ok(decision)
+    }
+}
+
+#[pymethods]
+impl Charge {
+    #[new]
+    #[pyo3(signature = (limiter, prefix, quota, cost, renderer, policy, counts))]
+    fn py_new(
+        limiter: &Bound<'_, Limiter>,
+        prefix: String,
+        quota: Option<&Bound<'_, Quota>>,
+        cost: i64,
+        renderer: &Bound<'_, HeaderRenderer>,
+        policy: String,
+        counts: &Bound<'_, Counts>,
+    ) -> PyResult<Self> {
+        let held = limiter.get();
+        if held.remote.is_some() {
+            return Err(Error::Value(
+                "a Charge decides in memory; a remote store is asked with hit_many_async".to_owned(),
+            )
+            .into());
+        }
+        let rates = quota.map_or_else(|| held.quota.rates.clone(), |quota| quota.get().rates.clone());
+        let cost = positive(cost, "cost")?;
+        if let Some(rate) = rates.iter().find(|rate| rate.limit() < cost) {
+            return Err(Error::from(CostExceedsLimit { cost, rate: *rate }).into());
+        }
+        Ok(Charge {
+            limiter: limiter.clone().unbind(),
+            prefix,
+            rates,
+            cost,
+            renderer: renderer.clone().unbind(),
+            policy,
+            counts: counts.clone().unbind(),
+        })
+    }
+
+    /// A middleware's whole common path for an HTTP `scope` whose peer address keys the client as it is: the
+    /// decision, offered to the request's pending fields (made, with `send` wrapped to write them, when no
+    /// outer layer made them). Returns the `send` to pass on when allowed, `(decision, send)` when refused,
+    /// and None, having done nothing, when the peer needs resolving (none, IPv6).
+    fn admit<'py>(&self, scope: &Bound<'py, PyAny>, send: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let py = scope.py();
+        let Ok(scope) = scope.cast::<PyDict>() else {
+            return Ok(None);
+        };
+        let Some(peer) = plain_peer(scope)? else {
+            return Ok(None);
+        };
+        let key = intern!(py, SCOPE_PENDING);
+        let (pending, send) = if let Some(pending) = scope.get_item(key)? {
+            (pending.cast_into::<PyList>()?, send.clone())
+        } else {
+            let pending = PyList::new(py, [py.None().into_bound(py), PyTuple::empty(py).into_any()])?;
+            scope.set_item(key, &pending)?;
+            let wrapped = send::wrap(send, &pending)?;
+            (pending, wrapped)
+        };
+        let decision = self.decide(py, peer.to_str()?, &pending)?;
+        if decision.get().core.allowed {
+            Ok(Some(send))
+        } else {
+            Ok(Some(PyTuple::new(py, [decision.into_any(), send])?.into_any()))
+        }
+    }
+
+    /// The key prefix.
+    #[getter]
+    fn prefix(&self) -> &str {
+        &self.prefix
+    }
+}
+
+/// A route's entry: the route and the `FastLimit` it was planned for (both compared by identity), and its
+/// charge.
+struct RouteCharge {
+    route: Py<PyAny>,
+    engine: Py<PyAny>,
+    charge: Py<Charge>,
+}
+
+/// The charges of one FastAPI dependency, per matched route, for the routes where it is the only limit and
+/// the common case applies. Bounded by the number of routes.
+#[pyclass(module = "ferrolimit._core", frozen)]
+#[derive(Default)]
+pub struct RouteCharges {
+    routes: Mutex<HashMap<usize, RouteCharge>>,
+}
+
+#[pymethods]
+impl RouteCharges {
+    #[new]
+    fn py_new() -> Self {
+        RouteCharges::default()
+    }
+
+    /// Charges `charge` for `route` served by `engine` from now on; None forgets the route.
+    #[pyo3(signature = (route, engine, charge))]
+    fn set(&self, route: &Bound<'_, PyAny>, engine: &Bound<'_, PyAny>, charge: Option<&Bound<'_, Charge>>) {
+        let entry = charge.map(|charge| RouteCharge {
+            route: route.clone().unbind(),
+            engine: engine.clone().unbind(),
+            charge: charge.clone().unbind(),
+        });
+        // Swapped under the lock, dropped after it: no Python code runs while it is held.
+        let previous = match entry {
+            Some(entry) => self.routes.lock().insert(route.as_ptr() as usize, entry),
+            None => self.routes.lock().remove(&(route.as_ptr() as usize)),
+        };
+        drop(previous);
+    }
+
+    /// The dependency's whole common path: True when the request's route has a charge here for the scope's
+    /// `FastLimit`, its peer address keys the client as it is, and the charge allowed it; the `Decision` when
+    /// the charge refused it; None, having done nothing, when the request must go the general way.
+    fn admit<'py>(&self, scope: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let py = scope.py();
+        let Ok(scope) = scope.cast::<PyDict>() else {
+            return Ok(None);
+        };
+        let Some(pending) = scope.get_item(intern!(py, SCOPE_PENDING))? else {
+            return Ok(None);
+        };
+        let Ok(pending) = pending.cast_into::<PyList>() else {
+            return Ok(None);
+        };
+        // FastAPI's included routers: the effective route is worked out on the Python side.
+        if scope
+            .get_item(intern!(py, "fastapi"))?
+            .is_some_and(|value| !value.is_none())
+        {
+            return Ok(None);
+        }
+        let Some(route) = scope.get_item(intern!(py, "route"))? else {
+            return Ok(None);
+        };
+        let Some(engine) = scope.get_item(intern!(py, SCOPE_ENGINE))? else {
+            return Ok(None);
+        };
+        let charge = {
+            let routes = self.routes.lock();
+            match routes.get(&(route.as_ptr() as usize)) {
+                Some(entry) if entry.route.is(&route) && entry.engine.is(&engine) => entry.charge.clone_ref(py),
+                _ => return Ok(None),
+            }
+        };
+        let Some(peer) = plain_peer(scope)? else {
+            return Ok(None);
+        };
+        let decision = charge.get().decide(py, peer.to_str()?, &pending)?;
+        if decision.get().core.allowed {
+            Ok(Some(pyo3::types::PyBool::new(py, true).to_owned().into_any()))
+        } else {
+            Ok(Some(decision.into_any()))
+        }
+    }
+
+    fn __len__(&self) -> usize {
+        self.routes.lock().len()
+    }
+}
