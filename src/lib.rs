@@ -19,12 +19,12 @@ mod _core {
     #[pymodule_export]
     use crate::py::{
         __version__, _call_floor, parse_rates, Charge, ConcurrencyLimiter, Counts, Decision, FakeClock, Lease, Limiter,
-        Quota, RouteCharges, Slot,
+        Pending, Quota, RouteCharges, Slot,
     };
 
     #[pymodule_export]
     use crate::py::{
-        decision_from, denied_body, exceeded_detail, retry_after_s, send_with_headers, HeaderLayer, HeaderRenderer,
+        decision_from, denied_body, exceeded_detail, header_layer, retry_after_s, send_with_headers, HeaderRenderer,
     };
 
     #[pymodule_init]

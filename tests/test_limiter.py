@@ -265,7 +265,7 @@ def _deliver(send: Callable[[dict[str, Any]], Awaitable[None]], message: dict[st
 
 
 def test_charge_admits_by_peer_address_and_offers_the_tightest(clock: FakeClock) -> None:
-    from ferrolimit._core import _SCOPE_PENDING, Charge, Counts, HeaderRenderer
+    from ferrolimit._core import _SCOPE_PENDING, Charge, Counts, HeaderRenderer, Pending
 
     limiter = Limiter("3/min", "gcra", clock=clock)
     renderer, counts = HeaderRenderer(), Counts()
@@ -275,25 +275,30 @@ def test_charge_admits_by_peer_address_and_offers_the_tightest(clock: FakeClock)
     wrapped = charge.admit(scope, send)
     assert callable(wrapped) and wrapped is not send, "a new pending cell comes with a send that writes it"
     pending = scope[_SCOPE_PENDING]
-    assert pending[0].allowed and pending[0].remaining == 2 and counts.allowed == 1
-    assert dict(pending[1])[b"x-ratelimit-remaining"] == b"2"
+    assert isinstance(pending, Pending) and pending.decision is not None
+    assert pending.decision.allowed and pending.decision.remaining == 2 and counts.allowed == 1
+    assert dict(pending.fields)[b"x-ratelimit-remaining"] == b"2"
     # The same counter as the limiter's own key "route:10.0.0.1".
     assert limiter.hit("route:10.0.0.1").remaining == 1
     _deliver(wrapped, {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
-    assert sent[0]["headers"] == [(b"content-type", b"text/plain"), *pending[1]]
+    assert sent[0]["headers"] == [(b"content-type", b"text/plain"), *pending.fields]
 
     # An outer layer made the pending cell (and writes it): send is handed back as it is. A looser decision
     # offered earlier gives way to this tighter one.
-    outer: list[Any] = [None, ()]
-    renderer.offer(outer, Limiter("100/min", clock=clock).hit("x"), "loose")
+    outer = Pending()
+    assert outer.decision is None and outer.fields == []
+    assert renderer.offer(outer, Limiter("100/min", clock=clock).hit("x"), "loose")
     again = {"type": "http", "client": ["10.0.0.1", 5000], _SCOPE_PENDING: outer}
     assert charge.admit(again, send) is send
-    assert outer[0].remaining == 0 and dict(outer[1])[b"x-ratelimit-limit"] == b"3" and counts.allowed == 2
+    held = outer.decision
+    assert held is not None and held.remaining == 0 and counts.allowed == 2
+    assert dict(outer.fields)[b"x-ratelimit-limit"] == b"3"
     refused = charge.admit(again, send)
     assert isinstance(refused, tuple)
     decision, same = refused
     assert not decision.allowed and same is send and counts.allowed == 2, "a refusal is not counted as allowed"
-    assert dict(outer[1])[b"retry-after"] == b"20", "the refusal binds tighter than the allowed decision held"
+    assert dict(outer.fields)[b"retry-after"] == b"20", "the refusal binds tighter than the allowed decision held"
+    assert not renderer.offer(outer, Limiter("100/min", clock=clock).hit("x"), "loose"), "a looser one is not kept"
 
     # Other clients, or none that keys as it is: nothing is done (the Python side resolves them).
     for client in [None, ("2001:db8::1", 1), ("", 1), (b"10.0.0.1", 1), (), 42]:
@@ -316,7 +321,16 @@ def test_charge_refuses_what_it_cannot_decide(clock: FakeClock) -> None:
 
 
 def test_route_charges_admit_only_the_route_and_limiter_they_were_set_for(clock: FakeClock) -> None:
-    from ferrolimit._core import _SCOPE_ENGINE, _SCOPE_PENDING, Charge, Counts, Decision, HeaderRenderer, RouteCharges
+    from ferrolimit._core import (
+        _SCOPE_ENGINE,
+        _SCOPE_PENDING,
+        Charge,
+        Counts,
+        Decision,
+        HeaderRenderer,
+        Pending,
+        RouteCharges,
+    )
 
     counts = Counts()
     charge = Charge(Limiter("2/min", clock=clock), "r:", None, 1, HeaderRenderer(), "r", counts)
@@ -326,12 +340,12 @@ def test_route_charges_admit_only_the_route_and_limiter_they_were_set_for(clock:
     assert len(charges) == 1
 
     def scope(**changes: Any) -> dict[str, Any]:
-        base = {"client": ("10.0.0.1", 1), "route": route, _SCOPE_ENGINE: engine, _SCOPE_PENDING: [None, ()]}
+        base = {"client": ("10.0.0.1", 1), "route": route, _SCOPE_ENGINE: engine, _SCOPE_PENDING: Pending()}
         return {key: value for key, value in {**base, **changes}.items() if value is not None}
 
     first = scope()
     assert charges.admit(first) is True and counts.allowed == 1
-    assert dict(first[_SCOPE_PENDING][1])[b"x-ratelimit-remaining"] == b"1"
+    assert dict(first[_SCOPE_PENDING].fields)[b"x-ratelimit-remaining"] == b"1"
     # Anything else goes the general way, untouched.
     for other in [
         scope(route=object()),
@@ -349,12 +363,18 @@ def test_route_charges_admit_only_the_route_and_limiter_they_were_set_for(clock:
     assert len(charges) == 0 and charges.admit(scope()) is None
 
 
-def test_send_with_headers_writes_the_fields_on_the_start_message_only() -> None:
-    from ferrolimit._core import send_with_headers
+def test_send_with_headers_writes_the_fields_on_the_start_message_only(clock: FakeClock) -> None:
+    from ferrolimit._core import HeaderRenderer, Pending, send_with_headers
 
-    fields = [(b"x-ratelimit-limit", b"10"), (b"retry-after", b"3")]
+    limiter = Limiter("10/min", clock=clock)
+    for _ in range(10):
+        limiter.hit("k")
+    pending = Pending()
+    HeaderRenderer(remaining=None, reset=None).offer(pending, limiter.hit("k"))
+    fields = pending.fields
+    assert fields == [(b"x-ratelimit-limit", b"10"), (b"retry-after", b"6")]
     sent, send = _recorder()
-    wrapped = send_with_headers(send, [None, fields])
+    wrapped = send_with_headers(send, pending)
     body = {"type": "http.response.body", "body": b"x"}
     _deliver(wrapped, {"type": "http.response.start", "status": 200})
     _deliver(wrapped, body)
@@ -368,7 +388,7 @@ def test_send_with_headers_writes_the_fields_on_the_start_message_only() -> None
     assert sent[0]["headers"] == [(b"a", b"b"), *fields]
     # Nothing pending yet: the message goes as it is.
     sent.clear()
-    _deliver(send_with_headers(send, [None, ()]), {"type": "http.response.start", "status": 200})
+    _deliver(send_with_headers(send, Pending()), {"type": "http.response.start", "status": 200})
     assert sent == [{"type": "http.response.start", "status": 200}]
     # What send raises, and a message with no type, reach the caller.
     with pytest.raises(KeyError):
@@ -378,7 +398,7 @@ def test_send_with_headers_writes_the_fields_on_the_start_message_only() -> None
         raise OSError("gone")
 
     with pytest.raises(OSError, match="gone"):
-        _deliver(send_with_headers(broken, [None, fields]), {"type": "http.response.start", "status": 200})
+        _deliver(send_with_headers(broken, pending), {"type": "http.response.start", "status": 200})
 
 
 def test_rendered_numbers_follow_every_change(clock: FakeClock) -> None:

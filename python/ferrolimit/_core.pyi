@@ -15,10 +15,10 @@ __all__ = [
     "Counts",
     "Decision",
     "FakeClock",
-    "HeaderLayer",
     "HeaderRenderer",
     "Lease",
     "Limiter",
+    "Pending",
     "Quota",
     "RouteCharges",
     "Slot",
@@ -27,6 +27,7 @@ __all__ = [
     "decision_from",
     "denied_body",
     "exceeded_detail",
+    "header_layer",
     "parse_rates",
     "retry_after_s",
     "send_with_headers",
@@ -100,6 +101,19 @@ _SCOPE_ENGINE: Final[str]
 _Send: TypeAlias = Callable[[Any], Awaitable[None]]
 
 @final
+class Pending:
+    """A request's pending rate-limit fields: those of the tightest decision offered so far (see
+    ``HeaderRenderer.offer``), written on the response start by ``send_with_headers``."""
+
+    def __new__(cls) -> Self: ...
+    @property
+    def decision(self) -> Decision | None:
+        """The decision held, or None."""
+    @property
+    def fields(self) -> list[tuple[bytes, bytes]]:
+        """Its fields, ``[(name, value), ...]`` as lower-case bytes; empty when no decision was offered."""
+
+@final
 class Counts:
     """Requests allowed, refused, and refused in a dry run (so let through), for one limit name."""
 
@@ -150,21 +164,6 @@ class RouteCharges:
     def __len__(self) -> int: ...
 
 @final
-class HeaderLayer:
-    """The ASGI layer ``FastLimit.init_app`` adds: makes the limiter reachable from the scope and, on HTTP, writes
-    the request's pending fields on the response start, whoever builds the response (the handler, an exception
-    handler, a streaming body). It hands back the inner app's awaitable."""
-
-    def __new__(cls, app: Any, limiter: Any) -> Self: ...
-    def __call__(self, scope: Any, receive: Any, send: _Send) -> Awaitable[None]: ...
-    @property
-    def app(self) -> Any:
-        """The app inside."""
-    @property
-    def limiter(self) -> Any:
-        """The ``FastLimit`` it serves."""
-
-@final
 class HeaderRenderer:
     """Renders the rate-limit response fields of a ``Decision`` under the given names; ``None`` leaves a field out.
 
@@ -187,9 +186,9 @@ class HeaderRenderer:
     ) -> Self: ...
     def render(self, decision: Decision, policy: str = "default") -> list[tuple[bytes, bytes]]:
         """``[(name, value), ...]``, lower-case bytes ready for an ASGI message; ``policy`` names the limit."""
-    def offer(self, pending: list[Any], decision: Decision, policy: str = "default") -> None:
-        """Keeps ``decision`` in ``pending`` (``[decision or None, fields]``) with its fields rendered, unless the
-        decision held there already binds at least as tightly (a denial, a longer wait, fewer left)."""
+    def offer(self, pending: Pending, decision: Decision, policy: str = "default") -> bool:
+        """Keeps ``decision`` in ``pending`` with its fields rendered, unless the decision held there already binds
+        at least as tightly (a denial, a longer wait, fewer left). True when it is now the one held."""
     @property
     def names(self) -> list[str]:
         """The configured field names, as given."""
@@ -450,7 +449,13 @@ class Slot:
     def __aenter__(self) -> Awaitable[Lease]: ...
     def __aexit__(self, kind: object | None, value: object | None, traceback: object | None) -> Awaitable[None]: ...
 
-def send_with_headers(send: _Send, pending: list[Any]) -> _Send:
-    """``send``, writing ``pending``'s fields (``[decision or None, fields]``, see ``HeaderRenderer.offer``) on the
-    message that starts the response. A field the response already carries is not repeated when its status is an
-    error (an error handler may have set its own)."""
+def send_with_headers(send: _Send, pending: Pending) -> _Send:
+    """``send``, writing ``pending``'s fields (see ``HeaderRenderer.offer``) on the message that starts the response.
+    A field the response already carries is not repeated when its status is an error (an error handler may have set
+    its own)."""
+
+def header_layer(app: Any, limiter: Any) -> Callable[[Any, Any, _Send], Awaitable[None]]:
+    """The ASGI layer ``FastLimit.init_app`` adds around ``app``: puts ``limiter`` in the scope and, on HTTP, writes
+    the request's pending fields on the response start, whoever builds the response (the handler, an exception
+    handler, a streaming body). A builtin function that hands back the inner app's awaitable, so it belongs inside
+    Starlette's middleware stack, never where a server inspects the app."""

@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Scope
 
-from ferrolimit._core import Charge, Counts, Decision, FakeClock, HeaderLayer, Limiter, Quota, RouteCharges
+from ferrolimit._core import Charge, Counts, Decision, FakeClock, Limiter, Pending, Quota, RouteCharges, header_layer
 from ferrolimit.keys import matched_route
 from ferrolimit.starlette import (
     _ENGINE,
@@ -45,7 +45,6 @@ from ferrolimit.starlette import (
     _decide,
     _Engine,
     _maybe_await,
-    _Pending,
     _quota,
 )
 
@@ -156,7 +155,7 @@ class FastLimit(_Engine):
         app.state.fastlimit = self
         app.add_exception_handler(RateLimitExceeded, self._exception_handler)  # type: ignore[arg-type]
         try:
-            app.add_middleware(HeaderLayer, limiter=self)
+            app.add_middleware(header_layer, limiter=self)
         except RuntimeError:
             logger.warning(
                 "ferrolimit: init_app was called after the app started; headers will be set on the dependency's "
@@ -387,7 +386,7 @@ class RateLimit:
                 trials.append((limit_rule.cost, name, key, quota))
             else:
                 enforced.setdefault(limit_rule.cost, []).append((name, key, quota))
-        shown: _Pending = pending if pending is not None else [None, ()]
+        shown: Pending = pending if pending is not None else Pending()
         for cost, name, key, quota in trials:
             decision = await _decide(engine.limiter, [(key, quota)], cost)
             engine.settle(decision, engine.counts(name), True, name, key)
@@ -405,7 +404,7 @@ class RateLimit:
             engine.renderer.offer(shown, decision, name)
             raise RateLimitExceeded.from_decision(decision, name)
         if pending is None:
-            for header, value in shown[1]:
+            for header, value in shown.fields:
                 response.headers[header.decode()] = value.decode()
 
     async def _limit(

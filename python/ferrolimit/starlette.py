@@ -32,6 +32,7 @@ from ferrolimit._core import (
     FakeClock,
     HeaderRenderer,
     Limiter,
+    Pending,
     Quota,
     decision_from,
     denied_body,
@@ -200,19 +201,17 @@ def _tighter(new: Decision, old: Decision) -> bool:
     return (new.remaining, -new.reset_after) < (old.remaining, -old.reset_after)
 
 
-# The fields a response will carry, kept in the request's scope: [the tightest decision offered, its fields
-# rendered], filled by the native `HeaderRenderer.offer` (or `Charge.hit`). A plain list, the cheapest
-# mutable cell; it never holds `send`, which would tie the scope into a reference cycle through the server's
-# request objects.
-_Pending: TypeAlias = list[Any]
+# The fields a response will carry are kept in the request's scope: a native `Pending` holding the tightest
+# decision offered and its rendered fields (see `HeaderRenderer.offer`). It never holds `send`, which would tie
+# the scope into a reference cycle through the server's request objects.
 
 
-def _attach(scope: Scope, send: Send) -> tuple[_Pending, Send]:
+def _attach(scope: Scope, send: Send) -> tuple[Pending, Send]:
     """The request's pending fields, and ``send`` wrapped to write them if no outer layer already does."""
-    pending: _Pending | None = scope.get(_PENDING)
+    pending: Pending | None = scope.get(_PENDING)
     if pending is not None:
         return pending, send
-    pending = scope[_PENDING] = [None, ()]
+    pending = scope[_PENDING] = Pending()
     return pending, send_with_headers(send, pending)
 
 

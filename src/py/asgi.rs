@@ -10,6 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
 use super::errors::Error;
+use super::headers::Pending;
 use super::{positive, send, Decision, HeaderRenderer, Limiter, Quota};
 use crate::limiter::CostExceedsLimit;
 use crate::rate::Rate;
@@ -119,13 +120,9 @@ pub struct Charge {
 }
 
 impl Charge {
-    /// Decides for `client`, offers the decision to `pending`, and counts it when allowed.
-    fn decide<'py>(
-        &self,
-        py: Python<'py>,
-        client: &str,
-        pending: &Bound<'py, PyList>,
-    ) -> PyResult<Bound<'py, Decision>> {
+    /// Decides for `client`, offers the decision to `pending`, and counts it when allowed. A refusal comes
+    /// back as a `Decision` for the caller to report; an allowance needs no object.
+    fn decide<'py>(&self, py: Python<'py>, client: &str, pending: &Pending) -> PyResult<Option<Bound<'py, Decision>>> {
         let mut key: smallvec::SmallVec<[u8; 128]> = smallvec::SmallVec::new();
         key.extend_from_slice(self.prefix.as_bytes());
         key.extend_from_slice(client.as_bytes());
@@ -134,12 +131,14 @@ impl Charge {
         let (decision, now_ns) = limiter
             .hit(&[(key, self.rates.as_slice())], self.cost)
             .map_err(Error::from)?;
+        self.renderer
+            .get()
+            .offer_to(pending, py, &decision, now_ns, &self.policy)?;
         if decision.allowed {
             self.counts.get().allowed.fetch_add(1, Ordering::Relaxed);
+            return Ok(None);
         }
-        let decision = Bound::new(py, Decision::from_core(decision, now_ns))?;
-        self.renderer.get().offer_to(pending, &decision, &self.policy)?;
-        Ok(decision)
+        Ok(Some(Bound::new(py, Decision::from_core(decision, now_ns))?))
     }
 }
 
@@ -193,18 +192,16 @@ impl Charge {
         };
         let key = intern!(py, SCOPE_PENDING);
         let (pending, send) = if let Some(pending) = scope.get_item(key)? {
-            (pending.cast_into::<PyList>()?, send.clone())
+            (pending.cast_into::<Pending>()?, send.clone())
         } else {
-            let pending = PyList::new(py, [py.None().into_bound(py), PyTuple::empty(py).into_any()])?;
+            let pending = Bound::new(py, Pending::default())?;
             scope.set_item(key, &pending)?;
             let wrapped = send::wrap(send, &pending)?;
             (pending, wrapped)
         };
-        let decision = self.decide(py, peer.to_str()?, &pending)?;
-        if decision.get().core.allowed {
-            Ok(Some(send))
-        } else {
-            Ok(Some(PyTuple::new(py, [decision.into_any(), send])?.into_any()))
+        match self.decide(py, peer.to_str()?, pending.get())? {
+            None => Ok(Some(send)),
+            Some(refused) => Ok(Some(PyTuple::new(py, [refused.into_any(), send])?.into_any())),
         }
     }
 
@@ -214,6 +211,30 @@ impl Charge {
         &self.prefix
     }
 }
+
+/// Hashes a route's address: a multiplication, its high bits folded into the low ones the table indexes by. The addresses are the app's own route objects, never
+/// anything a client chooses, so no keyed hash is needed.
+#[derive(Default)]
+struct AddressHasher(u64);
+
+impl std::hash::Hasher for AddressHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_usize(&mut self, address: usize) {
+        let mixed = (address as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = mixed ^ (mixed >> 32);
+    }
+}
+
+type ByAddress<V> = HashMap<usize, V, std::hash::BuildHasherDefault<AddressHasher>>;
 
 /// A route's entry: the route and the `FastLimit` it was planned for (both compared by identity), and its
 /// charge.
@@ -228,7 +249,7 @@ struct RouteCharge {
 #[pyclass(module = "ferrolimit._core", frozen)]
 #[derive(Default)]
 pub struct RouteCharges {
-    routes: Mutex<HashMap<usize, RouteCharge>>,
+    routes: Mutex<ByAddress<RouteCharge>>,
 }
 
 #[pymethods]
@@ -265,7 +286,7 @@ impl RouteCharges {
         let Some(pending) = scope.get_item(intern!(py, SCOPE_PENDING))? else {
             return Ok(None);
         };
-        let Ok(pending) = pending.cast_into::<PyList>() else {
+        let Ok(pending) = pending.cast_into::<Pending>() else {
             return Ok(None);
         };
         // FastAPI's included routers: the effective route is worked out on the Python side.
@@ -291,11 +312,9 @@ impl RouteCharges {
         let Some(peer) = plain_peer(scope)? else {
             return Ok(None);
         };
-        let decision = charge.get().decide(py, peer.to_str()?, &pending)?;
-        if decision.get().core.allowed {
-            Ok(Some(pyo3::types::PyBool::new(py, true).to_owned().into_any()))
-        } else {
-            Ok(Some(decision.into_any()))
+        match charge.get().decide(py, peer.to_str()?, pending.get())? {
+            None => Ok(Some(pyo3::types::PyBool::new(py, true).to_owned().into_any())),
+            Some(refused) => Ok(Some(refused.into_any())),
         }
     }
 

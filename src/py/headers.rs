@@ -83,22 +83,87 @@ impl HeaderRenderer {
         }
     }
 
-    /// Puts `decision` and its fields in `pending` (`[decision or None, fields]`) unless the decision
-    /// held there binds at least as tightly.
+    /// Holds `decision` (made at `now_ns`) in `pending`, with its fields rendered, unless the decision held
+    /// there already binds at least as tightly. True when it is now the one held.
     pub(crate) fn offer_to(
         &self,
-        pending: &Bound<'_, PyList>,
-        decision: &Bound<'_, Decision>,
+        pending: &Pending,
+        py: Python<'_>,
+        decision: &decision::Decision,
+        now_ns: u64,
         policy: &str,
-    ) -> PyResult<()> {
-        let offered = decision.get();
-        let held = pending.get_item(0)?;
-        if !held.is_none() && !offered.core.binds_tighter_than(&held.cast::<Decision>()?.get().core) {
-            return Ok(());
+    ) -> PyResult<bool> {
+        if let Some(held) = &*pending.held.lock() {
+            if !decision.binds_tighter_than(&held.decision) {
+                return Ok(false);
+            }
         }
-        let fields = self.fields(pending.py(), &offered.core, offered.now_ns, policy)?;
-        pending.set_item(0, decision)?;
-        pending.set_item(1, fields)
+        let fields = self.fields(py, decision, now_ns, policy)?.unbind();
+        let previous = pending.held.lock().replace(Held {
+            decision: *decision,
+            now_ns,
+            fields,
+        });
+        // Dropped after the lock: no Python code runs while it is held.
+        drop(previous);
+        Ok(true)
+    }
+}
+
+/// The decision that binds a request tightest so far, and its rendered fields.
+struct Held {
+    decision: decision::Decision,
+    now_ns: u64,
+    fields: Py<PyList>,
+}
+
+/// A request's pending rate-limit fields: those of the tightest decision offered so far (see
+/// `HeaderRenderer.offer`), written on the response start by `send_with_headers`. One is made per request.
+#[pyclass(module = "ferrolimit._core", frozen, freelist = 64)]
+#[derive(Default)]
+pub struct Pending {
+    held: Mutex<Option<Held>>,
+}
+
+impl Pending {
+    /// The fields to write, if a decision was offered.
+    pub(crate) fn held_fields<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyList>> {
+        self.held.lock().as_ref().map(|held| held.fields.bind(py).clone())
+    }
+}
+
+#[pymethods]
+impl Pending {
+    #[new]
+    fn py_new() -> Self {
+        Pending::default()
+    }
+
+    /// The decision held, or None.
+    #[getter]
+    fn decision(&self) -> Option<Decision> {
+        self.held
+            .lock()
+            .as_ref()
+            .map(|held| Decision::from_core(held.decision, held.now_ns))
+    }
+
+    /// Its fields, `[(name, value), ...]` as lower-case bytes; empty when no decision was offered.
+    #[getter]
+    fn fields<'py>(&self, py: Python<'py>) -> Bound<'py, PyList> {
+        self.held_fields(py).unwrap_or_else(|| PyList::empty(py))
+    }
+
+    fn __repr__(&self) -> String {
+        match &*self.held.lock() {
+            Some(held) => format!(
+                "Pending(allowed={}, limit={}, remaining={})",
+                if held.decision.allowed { "True" } else { "False" },
+                held.decision.limit,
+                held.decision.remaining
+            ),
+            None => "Pending(None)".to_owned(),
+        }
     }
 }
 
@@ -170,11 +235,18 @@ impl HeaderRenderer {
         self.fields(py, &decision.core, decision.now_ns, policy)
     }
 
-    /// Keeps `decision` in `pending`, a `[decision or None, fields]` list, with its fields rendered, unless
-    /// the decision held there already binds at least as tightly (a denial, a longer wait, fewer left).
+    /// Keeps `decision` in `pending`, with its fields rendered, unless the decision held there already binds
+    /// at least as tightly (a denial, a longer wait, fewer left). True when it is now the one held.
     #[pyo3(signature = (pending, decision, policy = "default"))]
-    fn offer(&self, pending: &Bound<'_, PyList>, decision: &Bound<'_, Decision>, policy: &str) -> PyResult<()> {
-        self.offer_to(pending, decision, policy)
+    fn offer(
+        &self,
+        py: Python<'_>,
+        pending: &Bound<'_, Pending>,
+        decision: &Bound<'_, Decision>,
+        policy: &str,
+    ) -> PyResult<bool> {
+        let decision = decision.get();
+        self.offer_to(pending.get(), py, &decision.core, decision.now_ns, policy)
     }
 
     /// The configured field names, as given.

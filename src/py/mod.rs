@@ -24,8 +24,8 @@ pub use asgi::{Charge, Counts, RouteCharges};
 pub use concurrency::{ConcurrencyLimiter, Lease, Slot};
 pub use errors::{ConcurrencyLimitExceeded, CostExceedsLimitError};
 use errors::{Error, Result};
-pub use headers::{decision_from, denied_body, exceeded_detail, retry_after_s, HeaderRenderer};
-pub use send::{send_with_headers, HeaderLayer};
+pub use headers::{decision_from, denied_body, exceeded_detail, retry_after_s, HeaderRenderer, Pending};
+pub use send::{header_layer, send_with_headers};
 
 const NANOS: f64 = 1e9;
 
@@ -143,8 +143,8 @@ impl Quota {
     }
 }
 
-/// What a limit check decided.
-#[pyclass(module = "ferrolimit._core", frozen)]
+/// What a limit check decided. One is made per request: a free list keeps their memory.
+#[pyclass(module = "ferrolimit._core", frozen, freelist = 64)]
 pub struct Decision {
     #[pyo3(get)]
     allowed: bool,

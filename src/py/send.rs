@@ -10,9 +10,10 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PySet, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyInt, PyList, PySet, PyString, PyTuple};
 
 use super::asgi::{SCOPE_ENGINE, SCOPE_PENDING};
+use super::headers::Pending;
 
 /// Messages that start a response and so carry its header fields.
 fn starts_response(kind: &Bound<'_, PyAny>) -> bool {
@@ -57,32 +58,61 @@ fn not_in<'py>(fields: &Bound<'py, PyAny>, headers: &Bound<'py, PyAny>) -> PyRes
     Ok(kept)
 }
 
+/// Whether a response status (absent: 200) is an error, >= 400.
+fn is_error(status: Option<Bound<'_, PyAny>>) -> PyResult<bool> {
+    match status {
+        None => Ok(false),
+        Some(status) => match status.cast::<PyInt>().map(|code| code.extract::<i64>()) {
+            Ok(Ok(code)) => Ok(code >= 400),
+            _ => status.ge(400),
+        },
+    }
+}
+
+/// `[*headers, *fields]`: the response's own fields, then ours.
+fn concat<'py>(headers: &Bound<'py, PyAny>, fields: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
+    let py = headers.py();
+    if let (Ok(headers), Ok(fields)) = (headers.cast::<PyList>(), fields.cast::<PyList>()) {
+        let (own, ours) = (headers.len(), fields.len());
+        // SAFETY: PyList_New returns a new reference or null with an exception set; each index in
+        // 0..own+ours is filled exactly once with a new reference, which PyList_SetItem steals. Neither
+        // list can change meanwhile: no Python code runs between the reads and the writes.
+        unsafe {
+            let combined = Bound::from_owned_ptr_or_err(py, ffi::PyList_New((own + ours) as ffi::Py_ssize_t))?;
+            for (index, pair) in headers.iter().chain(fields.iter()).enumerate() {
+                ffi::PyList_SetItem(combined.as_ptr(), index as ffi::Py_ssize_t, pair.into_ptr());
+            }
+            return Ok(combined.cast_into_unchecked());
+        }
+    }
+    // SAFETY: PySequence_List returns a new reference (a new list) or null with an exception set.
+    let combined = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PySequence_List(headers.as_ptr()))? };
+    let combined = combined.cast_into::<PyList>()?;
+    for pair in fields.try_iter()? {
+        combined.append(pair?)?;
+    }
+    Ok(combined)
+}
+
 /// Appends `pending`'s fields to `message` if it starts a response, then hands it to `send`.
 fn forward<'py>(
     send: &Bound<'py, PyAny>,
-    pending: &Bound<'py, PyList>,
+    pending: &Pending,
     message: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = message.py();
     if starts_response(&message.get_item(intern!(py, "type"))?) {
-        let fields = pending.get_item(1)?;
-        if fields.is_truthy()? {
+        if let Some(fields) = pending.held_fields(py).filter(|fields| !fields.is_empty()) {
+            let fields = fields.into_any();
             let name = intern!(py, "headers");
             match get(message, name)? {
                 Some(headers) if headers.is_truthy()? => {
-                    let status = get(message, intern!(py, "status"))?;
-                    let fields = match status {
-                        Some(status) if status.ge(400)? => not_in(&fields, &headers)?.into_any(),
-                        _ => fields,
+                    let fields = if is_error(get(message, intern!(py, "status"))?)? {
+                        not_in(&fields, &headers)?.into_any()
+                    } else {
+                        fields
                     };
-                    // SAFETY: PySequence_List returns a new reference (a new list) or null with an
-                    // exception set, which from_owned_ptr_or_err turns into the error.
-                    let combined = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PySequence_List(headers.as_ptr()))? };
-                    let combined = combined.cast_into::<PyList>()?;
-                    for pair in fields.try_iter()? {
-                        combined.append(pair?)?;
-                    }
-                    message.set_item(name, combined)?;
+                    message.set_item(name, concat(&headers, &fields)?)?;
                 }
                 // Rendered for this response alone and never changed afterwards: the message may hold it.
                 _ => message.set_item(name, fields)?,
@@ -99,117 +129,80 @@ fn forward<'py>(
     }
 }
 
-/// CPython's entry: `slf` is the `(send, pending)` tuple the function was made with.
-unsafe extern "C" fn send_entry(slf: *mut ffi::PyObject, message: *mut ffi::PyObject) -> *mut ffi::PyObject {
-    // SAFETY: CPython calls a METH_O function attached to the interpreter, with `slf` the object given to
-    // PyCMethod_New (kept alive by the function object) and `message` a borrowed reference for the call;
-    // no reference made here outlives the call.
+/// Runs `body` for a C entry point CPython calls attached to the interpreter: a result becomes a new
+/// reference, an error or a panic an exception set and null.
+fn enter(what: &str, body: impl FnOnce(Python<'_>) -> PyResult<Bound<'_, PyAny>>) -> *mut ffi::PyObject {
+    // SAFETY: only called from the entry points below, which CPython calls attached to the interpreter;
+    // nothing made here outlives the call but the new reference handed back.
     let py = unsafe { Python::assume_attached() };
-    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: as above; `slf` is always the 2-tuple made in `wrap`.
-        let (slf, message) = unsafe { (Bound::from_borrowed_ptr(py, slf), Bound::from_borrowed_ptr(py, message)) };
-        let slf = slf.cast::<PyTuple>()?;
-        let send = slf.get_item(0)?;
-        let pending = slf.get_item(1)?;
-        forward(&send, pending.cast::<PyList>()?, &message)
-    }));
-    match outcome {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| body(py))) {
         Ok(Ok(result)) => result.into_ptr(),
         Ok(Err(error)) => {
             error.restore(py);
             std::ptr::null_mut()
         }
         Err(_) => {
-            PyRuntimeError::new_err("ferrolimit: sending the response failed (a panic in send_with_headers)")
-                .restore(py);
+            PyRuntimeError::new_err(format!("ferrolimit: a panic in {what}")).restore(py);
             std::ptr::null_mut()
         }
     }
 }
 
-/// The method table entry of the function; CPython only reads it.
-struct MethodDef(ffi::PyMethodDef);
-
-// SAFETY: the definition is immutable and its pointers are to static C strings and a function.
-unsafe impl Sync for MethodDef {}
-
-static SEND_WITH_HEADERS: MethodDef = MethodDef(ffi::PyMethodDef {
-    ml_name: c"send_with_headers".as_ptr(),
-    ml_meth: ffi::PyMethodDefPointer {
-        PyCFunction: send_entry,
-    },
-    ml_flags: ffi::METH_O,
-    ml_doc: c"Appends the pending rate-limit fields to the message that starts the response, then sends it.".as_ptr(),
-});
-
-/// `send`, appending `pending`'s fields (`[decision or None, fields]`) to the message that starts the
-/// response; a field the response already carries is not repeated on an error status (>= 400).
-pub(crate) fn wrap<'py>(send: &Bound<'py, PyAny>, pending: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyAny>> {
-    let py = send.py();
-    let state = PyTuple::new(py, [send.clone(), pending.clone().into_any()])?;
-    // SAFETY: the definition is static; PyCMethod_New keeps its own reference to `state` and returns a
-    // new reference or null with an exception set.
-    unsafe {
-        Bound::from_owned_ptr_or_err(
-            py,
-            ffi::PyCMethod_New(
-                std::ptr::addr_of!(SEND_WITH_HEADERS.0).cast_mut(),
-                state.as_ptr(),
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-            ),
-        )
-    }
+/// The state a native closure was made with (see `closure`): a tuple.
+///
+/// # Safety
+/// `slf` must be the `self` CPython passes to a function made by `closure`, alive for the call.
+unsafe fn state(py: Python<'_>, slf: *mut ffi::PyObject) -> PyResult<Bound<'_, PyTuple>> {
+    // SAFETY: per the contract, `slf` is a live reference, borrowed for the call.
+    Ok(unsafe { Bound::from_borrowed_ptr(py, slf) }.cast_into::<PyTuple>()?)
 }
 
-/// `send`, writing `pending`'s fields (`[decision or None, fields]`, see `HeaderRenderer.offer`) on the
-/// message that starts the response. A field the response already carries is not repeated when its
-/// status is an error (an error handler may have set its own).
-#[pyfunction]
-pub fn send_with_headers<'py>(send: &Bound<'py, PyAny>, pending: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyAny>> {
-    wrap(send, pending)
+/// CPython's entry for `send_with_headers`: `slf` is `(send, pending)`, `message` borrowed for the call.
+unsafe extern "C" fn send_entry(slf: *mut ffi::PyObject, message: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    enter("send_with_headers", |py| {
+        // SAFETY: CPython passes the function's `self` and a borrowed argument, both alive for the call.
+        let (slf, message) = unsafe { (state(py, slf)?, Bound::from_borrowed_ptr(py, message)) };
+        forward(&slf.get_item(0)?, slf.get_item(1)?.cast::<Pending>()?.get(), &message)
+    })
 }
 
-/// The ASGI layer `FastLimit.init_app` adds: makes the limiter reachable from the scope and, on HTTP, writes
-/// the request's pending fields on the response start, whoever builds the response (the handler, an
-/// exception handler, a streaming body). It sits inside Starlette's middleware stack, never where a server
-/// inspects it, and hands back the inner app's awaitable.
-#[pyclass(module = "ferrolimit._core", frozen)]
-pub struct HeaderLayer {
-    app: Py<PyAny>,
-    limiter: Py<PyAny>,
-}
-
-#[pymethods]
-impl HeaderLayer {
-    #[new]
-    #[pyo3(signature = (app, limiter))]
-    fn py_new(app: Py<PyAny>, limiter: Py<PyAny>) -> Self {
-        HeaderLayer { app, limiter }
-    }
-
-    fn __call__<'py>(
-        &self,
-        scope: &Bound<'py, PyAny>,
-        receive: &Bound<'py, PyAny>,
-        send: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let py = scope.py();
+/// CPython's entry for a header layer: `slf` is `(app, limiter)`, `args` the `nargs` arguments, borrowed
+/// for the call.
+unsafe extern "C" fn layer_entry(
+    slf: *mut ffi::PyObject,
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    enter("the header layer", |py| {
+        if nargs != 3 || args.is_null() {
+            return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                "an ASGI app takes (scope, receive, send), got {nargs} arguments"
+            )));
+        }
+        // SAFETY: CPython passes the function's `self` and `nargs` (3) borrowed arguments at `args`.
+        let (slf, scope, receive, send) = unsafe {
+            (
+                state(py, slf)?,
+                Bound::from_borrowed_ptr(py, *args),
+                Bound::from_borrowed_ptr(py, *args.add(1)),
+                Bound::from_borrowed_ptr(py, *args.add(2)),
+            )
+        };
+        let (app, limiter) = (slf.get_item(0)?, slf.get_item(1)?);
         let kind = scope.get_item(intern!(py, "type"))?;
         let kind = kind.cast::<PyString>().ok().and_then(|kind| kind.to_str().ok());
-        let mut send = send.clone();
+        let mut send = send;
         if matches!(kind, Some("http" | "websocket")) {
-            scope.set_item(intern!(py, SCOPE_ENGINE), self.limiter.bind(py))?;
+            scope.set_item(intern!(py, SCOPE_ENGINE), limiter)?;
         }
         if kind == Some("http") {
             let key = intern!(py, SCOPE_PENDING);
             if !scope.contains(key)? {
-                let pending = PyList::new(py, [py.None().into_bound(py), PyTuple::empty(py).into_any()])?;
+                let pending = Bound::new(py, Pending::default())?;
                 scope.set_item(key, &pending)?;
                 send = wrap(&send, &pending)?;
             }
         }
-        let app = self.app.bind(py);
         // SAFETY: all pointers are live references held for the call; the argument list ends with null as
         // PyObject_CallFunctionObjArgs requires; it returns a new reference or null with an exception set.
         unsafe {
@@ -224,17 +217,73 @@ impl HeaderLayer {
                 ),
             )
         }
-    }
+    })
+}
 
-    /// The app inside.
-    #[getter]
-    fn app(&self, py: Python<'_>) -> Py<PyAny> {
-        self.app.clone_ref(py)
-    }
+/// The method table entry of a native closure; CPython only reads it.
+struct MethodDef(ffi::PyMethodDef);
 
-    /// The `FastLimit` it serves.
-    #[getter]
-    fn limiter(&self, py: Python<'_>) -> Py<PyAny> {
-        self.limiter.clone_ref(py)
+// SAFETY: the definition is immutable and its pointers are to static C strings and a function.
+unsafe impl Sync for MethodDef {}
+
+static SEND_WITH_HEADERS: MethodDef = MethodDef(ffi::PyMethodDef {
+    ml_name: c"send_with_headers".as_ptr(),
+    ml_meth: ffi::PyMethodDefPointer {
+        PyCFunction: send_entry,
+    },
+    ml_flags: ffi::METH_O,
+    ml_doc: c"Appends the pending rate-limit fields to the message that starts the response, then sends it.".as_ptr(),
+});
+
+static HEADER_LAYER: MethodDef = MethodDef(ffi::PyMethodDef {
+    ml_name: c"ferrolimit_headers".as_ptr(),
+    ml_meth: ffi::PyMethodDefPointer {
+        PyCFunctionFast: layer_entry,
+    },
+    ml_flags: ffi::METH_FASTCALL,
+    ml_doc: c"ASGI: puts the limiter in the scope and writes the pending rate-limit fields on the response.".as_ptr(),
+});
+
+/// A builtin function over `state` (a tuple): CPython calls it with no Python frame, and with no argument
+/// tuple or parsing for `METH_O` and `METH_FASTCALL`.
+fn closure<'py>(def: &'static MethodDef, state: &Bound<'py, PyTuple>) -> PyResult<Bound<'py, PyAny>> {
+    // SAFETY: the definition is static; PyCMethod_New keeps its own reference to `state` and returns a
+    // new reference or null with an exception set.
+    unsafe {
+        Bound::from_owned_ptr_or_err(
+            state.py(),
+            ffi::PyCMethod_New(
+                std::ptr::addr_of!(def.0).cast_mut(),
+                state.as_ptr(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            ),
+        )
     }
+}
+
+/// `send`, appending `pending`'s fields to the message that starts the
+/// response; a field the response already carries is not repeated on an error status (>= 400).
+pub(crate) fn wrap<'py>(send: &Bound<'py, PyAny>, pending: &Bound<'py, Pending>) -> PyResult<Bound<'py, PyAny>> {
+    closure(
+        &SEND_WITH_HEADERS,
+        &PyTuple::new(send.py(), [send.clone(), pending.clone().into_any()])?,
+    )
+}
+
+/// `send`, writing `pending`'s fields (see `HeaderRenderer.offer`) on the
+/// message that starts the response. A field the response already carries is not repeated when its
+/// status is an error (an error handler may have set its own).
+#[pyfunction]
+pub fn send_with_headers<'py>(send: &Bound<'py, PyAny>, pending: &Bound<'py, Pending>) -> PyResult<Bound<'py, PyAny>> {
+    wrap(send, pending)
+}
+
+/// The ASGI layer `FastLimit.init_app` adds around `app`: puts `limiter` in the scope and, on HTTP, writes
+/// the request's pending fields on the response start, whoever builds the response (the handler, an
+/// exception handler, a streaming body). A builtin function that hands back the inner app's awaitable, so
+/// it belongs inside Starlette's middleware stack, never where a server inspects the app.
+#[pyfunction]
+pub fn header_layer<'py>(app: &Bound<'py, PyAny>, limiter: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    closure(&HEADER_LAYER, &PyTuple::new(app.py(), [app, limiter])?)
 }
