@@ -361,6 +361,8 @@ def test_route_charges_admit_only_the_route_and_limiter_they_were_set_for(clock:
     assert isinstance(refused, Decision) and not refused.allowed and counts.allowed == 2
     charges.set(route, engine, None)
     assert len(charges) == 0 and charges.admit(scope()) is None
+    counts.add(limited=1, dry_run_limited=2)
+    assert counts.as_dict() == {"allowed": 2, "limited": 1, "dry_run_limited": 2}
 
 
 def test_send_with_headers_writes_the_fields_on_the_start_message_only(clock: FakeClock) -> None:

@@ -117,10 +117,18 @@ class Pending:
 class Counts:
     """Requests allowed, refused, and refused in a dry run (so let through), for one limit name."""
 
-    allowed: int
-    limited: int
-    dry_run_limited: int
     def __new__(cls) -> Self: ...
+    @property
+    def allowed(self) -> int:
+        """Requests allowed."""
+    @property
+    def limited(self) -> int:
+        """Requests refused."""
+    @property
+    def dry_run_limited(self) -> int:
+        """Requests a dry run would have refused, let through."""
+    def add(self, *, allowed: int = 0, limited: int = 0, dry_run_limited: int = 0) -> None:
+        """Counts more requests."""
     def as_dict(self) -> dict[str, int]:
         """``{"allowed": n, "limited": n, "dry_run_limited": n}``."""
 

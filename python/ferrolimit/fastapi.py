@@ -360,7 +360,7 @@ class RateLimit:
                     decision = engine.limiter.hit_many([(key, quota)], cost)  # in memory: never blocks
                 engine.renderer.offer(pending, decision, name)
                 if decision.allowed:
-                    counts.allowed += 1
+                    counts.add(allowed=1)
                     return
                 engine.settle(decision, counts, False, name, key)
                 raise RateLimitExceeded.from_decision(decision, name)
@@ -396,7 +396,7 @@ class RateLimit:
             decision = await _decide(engine.limiter, [(key, quota) for _, key, quota in limits], cost)
             if decision.allowed:
                 for name, _, _ in limits:
-                    engine.counts(name).allowed += 1
+                    engine.counts(name).add(allowed=1)
                 engine.renderer.offer(shown, decision, _binding_name(limits, decision))
                 continue
             name = _binding_name(limits, decision)

@@ -371,10 +371,10 @@ class _Engine:
     def settle(self, decision: Decision, counts: Counts, dry_run: bool, name: str, key: str) -> bool:
         """Counts the outcome; True when the request must be refused."""
         if decision.allowed:
-            counts.allowed += 1
+            counts.add(allowed=1)
             return False
         if dry_run:
-            counts.dry_run_limited += 1
+            counts.add(dry_run_limited=1)
             logger.warning(
                 "ferrolimit [dry run]: would have limited %r for %s (%s); retry after %ss",
                 name,
@@ -383,7 +383,7 @@ class _Engine:
                 retry_after_s(decision),
             )
             return False
-        counts.limited += 1
+        counts.add(limited=1)
         return True
 
     async def denial_response(self, connection: HTTPConnection, exc: RateLimitExceeded) -> Response:
@@ -577,7 +577,7 @@ class RateLimitMiddleware:
                 limits = [(self._fast_prefix + client_key, self._fast_rate)]
                 decision = await _decide(engine.limiter, limits, self._cost)
                 if decision.allowed:
-                    self._fast_counts.allowed += 1
+                    self._fast_counts.add(allowed=1)
                     pending, send = _attach(scope, send)
                     engine.renderer.offer(pending, decision, fast.name)
                     await self.app(scope, receive, send)

@@ -36,51 +36,47 @@ impl Counts {
         Counts::default()
     }
 
+    /// Requests allowed.
     #[getter]
-    fn get_allowed(&self) -> u64 {
+    fn allowed(&self) -> u64 {
         self.allowed.load(Ordering::Relaxed)
     }
 
-    #[setter]
-    fn set_allowed(&self, value: u64) {
-        self.allowed.store(value, Ordering::Relaxed);
-    }
-
+    /// Requests refused.
     #[getter]
-    fn get_limited(&self) -> u64 {
+    fn limited(&self) -> u64 {
         self.limited.load(Ordering::Relaxed)
     }
 
-    #[setter]
-    fn set_limited(&self, value: u64) {
-        self.limited.store(value, Ordering::Relaxed);
-    }
-
+    /// Requests a dry run would have refused, let through.
     #[getter]
-    fn get_dry_run_limited(&self) -> u64 {
+    fn dry_run_limited(&self) -> u64 {
         self.dry_run_limited.load(Ordering::Relaxed)
     }
 
-    #[setter]
-    fn set_dry_run_limited(&self, value: u64) {
-        self.dry_run_limited.store(value, Ordering::Relaxed);
+    /// Counts more requests.
+    #[pyo3(signature = (*, allowed = 0, limited = 0, dry_run_limited = 0))]
+    fn add(&self, allowed: u64, limited: u64, dry_run_limited: u64) {
+        self.allowed.fetch_add(allowed, Ordering::Relaxed);
+        self.limited.fetch_add(limited, Ordering::Relaxed);
+        self.dry_run_limited.fetch_add(dry_run_limited, Ordering::Relaxed);
     }
 
     /// `{"allowed": n, "limited": n, "dry_run_limited": n}`.
     fn as_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let counts = PyDict::new(py);
-        counts.set_item("allowed", self.get_allowed())?;
-        counts.set_item("limited", self.get_limited())?;
-        counts.set_item("dry_run_limited", self.get_dry_run_limited())?;
+        counts.set_item("allowed", self.allowed())?;
+        counts.set_item("limited", self.limited())?;
+        counts.set_item("dry_run_limited", self.dry_run_limited())?;
         Ok(counts)
     }
 
     fn __repr__(&self) -> String {
         format!(
             "Counts(allowed={}, limited={}, dry_run_limited={})",
-            self.get_allowed(),
-            self.get_limited(),
-            self.get_dry_run_limited()
+            self.allowed(),
+            self.limited(),
+            self.dry_run_limited()
         )
     }
 }
