@@ -1,6 +1,7 @@
 //! ferrolimit: rate-limiting algorithms and stores, with Python bindings in `py`.
 
 pub mod algorithm;
+pub mod client;
 pub mod clock;
 pub mod decision;
 pub mod headers;
@@ -18,8 +19,8 @@ mod _core {
 
     #[pymodule_export]
     use crate::py::{
-        __version__, _call_floor, parse_rates, Charge, ConcurrencyLimiter, Counts, Decision, FakeClock, Lease, Limiter,
-        Pending, Quota, RouteCharges, Slot,
+        __version__, _call_floor, parse_rates, Charge, ClientResolver, ConcurrencyLimiter, Counts, Decision, FakeClock,
+        Lease, Limiter, Pending, Quota, RouteCharges, Slot,
     };
 
     #[pymodule_export]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 
 import pytest
 
@@ -138,3 +139,92 @@ def test_route_name_is_the_template() -> None:
 
     assert route_name({"route": Route(), "path": "/users/7"}) == "/users/{id}"
     assert route_name({"path": "/users/7"}) is None
+
+
+_TOKENS = [
+    "203.0.113.9",
+    "10.0.0.1",
+    "10.1.2.3:8080",
+    "192.0.2.7",
+    '"192.0.2.7"',
+    " 198.51.100.2 ",
+    "\x1c198.51.100.3",
+    "2001:db8::1",
+    "2001:DB8:0:0:1:0:0:1",
+    "[2001:db8:1:2::abcd]:443",
+    '"[2001:db8::2]"',
+    "fe80::1%eth0",
+    "::ffff:10.0.0.9",
+    "::1",
+    "::",
+    "1:0:0:2:0:0:3:4",
+    "010.0.0.1",
+    "256.1.1.1",
+    "unknown",
+    "",
+    "_hidden",
+    "[::1",
+    "1.2.3.4.5",
+    "x" * 70,
+    "caf\xe9",
+]
+
+
+def _forwarded_element(rng: random.Random) -> str:
+    parts = [f"{rng.choice(['for', 'For', 'FOR', ' for'])}={rng.choice(_TOKENS)}"]
+    if rng.random() < 0.3:
+        parts.insert(0, "proto=https")
+    if rng.random() < 0.2:
+        parts = ["by=10.0.0.1"]
+    return ";".join(parts)
+
+
+def test_the_native_resolver_agrees_with_the_reference_on_generated_requests() -> None:
+    """The ASGI layers resolve clients natively on their common path; ``ClientIdentifier`` is the reference.
+    Every configuration, peer and header here must come out the same from both."""
+    rng = random.Random(7239)
+    configs = [
+        ClientIdentifier(),
+        ClientIdentifier(ipv6_prefix=48),
+        ClientIdentifier(ipv6_prefix=128),
+        ClientIdentifier(trusted_proxies=1),
+        ClientIdentifier(trusted_proxies=2),
+        ClientIdentifier(trusted_proxies=3, ipv6_prefix=56),
+        ClientIdentifier(trusted_proxies=["10.0.0.0/8", "2001:db8::/32", "192.0.2.7", "::1"]),
+        ClientIdentifier(trusted_proxies=["10.0.0.0/8"], proxy_header="forwarded"),
+        ClientIdentifier(trusted_proxies=2, proxy_header="forwarded"),
+        ClientIdentifier(trusted_proxies=[]),
+    ]
+    peers = ["10.0.0.1", "10.200.0.9", "192.0.2.7", "203.0.113.5", "::1", "2001:db8::5", "::ffff:10.0.0.2"]
+    peers += ["testclient", "", "fe80::2%lo", "2001:db8:1::1", "not:an:address"]
+    checked = 0
+    for identifier in configs:
+        for _ in range(600):
+            peer = rng.choice(peers)
+            lines = rng.randint(0, 3)
+            if identifier._proxy_header == "forwarded":
+                values = [", ".join(_forwarded_element(rng) for _ in range(rng.randint(1, 4))) for _ in range(lines)]
+            else:
+                values = [",".join(rng.choice(_TOKENS) for _ in range(rng.randint(0, 40))) for _ in range(lines)]
+            name = identifier._proxy_header.encode()
+            headers = [(name, value.encode("latin-1")) for value in values]
+            expected = identifier.resolve(peer or None, headers)
+            native = identifier.native.resolve(peer or None, values)
+            assert (native or (None, NO_CLIENT)) == expected, (identifier, peer, values)
+            checked += 1
+    # Headers longer than the hops read: only the last 32 entries count, whoever is further left.
+    trusted = ["10.0.0.0/8"]
+    for identifier, entry in [
+        (ClientIdentifier(trusted_proxies=trusted), "10.0.{}.1"),
+        (ClientIdentifier(trusted_proxies=trusted, proxy_header="forwarded"), "for=10.0.{}.1"),
+        (ClientIdentifier(trusted_proxies=32), "10.0.{}.1"),
+    ]:
+        for length in (31, 32, 33, 40):
+            outer = entry.replace("10.0.{}.1", "203.0.113.1")  # the client, left of every proxy
+            values = [", ".join([outer] + [entry.format(i) for i in range(length)])]
+            headers = [(identifier._proxy_header.encode(), values[0].encode())]
+            expected = identifier.resolve("10.9.9.9", headers)
+            assert expected[0] is not None
+            assert identifier.native.resolve("10.9.9.9", values) == expected, (identifier, length)
+            checked += 1
+    assert checked == 6012

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from ferrolimit import ConcurrencyLimiter, CostExceedsLimitError, FakeClock, Limiter, Quota, parse_rates
+from ferrolimit.keys import ClientIdentifier
 from tests.conftest import TIME_ALGORITHMS
 from tests.redis_server import MakeLimiter
 
@@ -268,8 +269,8 @@ def test_charge_admits_by_peer_address_and_offers_the_tightest(clock: FakeClock)
     from ferrolimit._core import _SCOPE_PENDING, Charge, Counts, HeaderRenderer, Pending
 
     limiter = Limiter("3/min", "gcra", clock=clock)
-    renderer, counts = HeaderRenderer(), Counts()
-    charge = Charge(limiter, "route:", None, 1, renderer, "route", counts)
+    renderer, counts, resolver = HeaderRenderer(), Counts(), ClientIdentifier().native
+    charge = Charge(limiter, "route:", None, 1, renderer, "route", counts, resolver)
     sent, send = _recorder()
     scope: dict[str, Any] = {"type": "http", "client": ("10.0.0.1", 5000)}
     wrapped = charge.admit(scope, send)
@@ -295,19 +296,23 @@ def test_charge_admits_by_peer_address_and_offers_the_tightest(clock: FakeClock)
     assert dict(outer.fields)[b"x-ratelimit-limit"] == b"3"
     refused = charge.admit(again, send)
     assert isinstance(refused, tuple)
-    decision, same = refused
+    decision, same, client_key = refused
     assert not decision.allowed and same is send and counts.allowed == 2, "a refusal is not counted as allowed"
+    assert client_key == "10.0.0.1"
     assert dict(outer.fields)[b"retry-after"] == b"20", "the refusal binds tighter than the allowed decision held"
     assert not renderer.offer(outer, Limiter("100/min", clock=clock).hit("x"), "loose"), "a looser one is not kept"
 
-    # Other clients, or none that keys as it is: nothing is done (the Python side resolves them).
-    for client in [None, ("2001:db8::1", 1), ("", 1), (b"10.0.0.1", 1), (), 42]:
+    # An IPv6 client is keyed by its /64, as ClientIdentifier keys it.
+    assert callable(charge.admit({"type": "http", "client": ("2001:db8::1", 1)}, send))
+    assert limiter.hit("route:2001:db8::/64").remaining == 1
+    # No client that can be resolved: nothing is done (the Python side keys and logs it).
+    for client in [None, ("", 1), (b"10.0.0.1", 1), (), 42]:
         untouched: dict[str, Any] = {"type": "http", "client": client}
         assert charge.admit(untouched, send) is None
-        assert _SCOPE_PENDING not in untouched and counts.allowed == 2
+        assert _SCOPE_PENDING not in untouched and counts.allowed == 3
     assert charge.admit({"type": "http"}, send) is None
     # Another client has its own counter; a charge's rate can differ from its limiter's.
-    other = Charge(limiter, "route:", Quota("1/s"), 1, renderer, "other", Counts())
+    other = Charge(limiter, "route:", Quota("1/s"), 1, renderer, "other", Counts(), resolver)
     assert callable(other.admit({"client": ("10.0.0.2", 1)}, send))
 
 
@@ -315,9 +320,9 @@ def test_charge_refuses_what_it_cannot_decide(clock: FakeClock) -> None:
     from ferrolimit._core import Charge, Counts, HeaderRenderer
 
     with pytest.raises(CostExceedsLimitError, match="a cost of 5 can never pass a limit of 3"):
-        Charge(Limiter("3/min", clock=clock), "p:", None, 5, HeaderRenderer(), "p", Counts())
+        Charge(Limiter("3/min", clock=clock), "p:", None, 5, HeaderRenderer(), "p", Counts(), ClientIdentifier().native)
     with pytest.raises(ValueError, match="cost must be"):
-        Charge(Limiter("3/min", clock=clock), "p:", None, 0, HeaderRenderer(), "p", Counts())
+        Charge(Limiter("3/min", clock=clock), "p:", None, 0, HeaderRenderer(), "p", Counts(), ClientIdentifier().native)
 
 
 def test_route_charges_admit_only_the_route_and_limiter_they_were_set_for(clock: FakeClock) -> None:
@@ -333,7 +338,8 @@ def test_route_charges_admit_only_the_route_and_limiter_they_were_set_for(clock:
     )
 
     counts = Counts()
-    charge = Charge(Limiter("2/min", clock=clock), "r:", None, 1, HeaderRenderer(), "r", counts)
+    resolver = ClientIdentifier(trusted_proxies=["10.0.0.0/8"]).native
+    charge = Charge(Limiter("2/min", clock=clock), "r:", None, 1, HeaderRenderer(), "r", counts, resolver)
     charges = RouteCharges()
     route, engine = object(), object()
     charges.set(route, engine, charge)
@@ -351,18 +357,26 @@ def test_route_charges_admit_only_the_route_and_limiter_they_were_set_for(clock:
         scope(route=object()),
         scope(**{_SCOPE_ENGINE: object()}),
         scope(**{_SCOPE_PENDING: None}),
-        scope(client=("::1", 1)),
+        scope(client=("", 1)),
+        scope(client=("10.0.0.9", 1), headers=[(b"x-forwarded-for", b"not an address")]),
+        scope(client=("10.0.0.9", 1), headers={"x-forwarded-for": "192.0.2.1"}),
         scope(fastapi={"effective_route_context": None}),
     ]:
         assert charges.admit(other) is None
     assert counts.allowed == 1
     assert charges.admit(scope()) is True
+    # Behind the trusted proxy, the client it names is charged: 192.0.2.1 has a quota of its own.
+    proxied = scope(client=("10.0.0.9", 1), headers=[(b"X-Forwarded-For", b"192.0.2.1")])
+    assert charges.admit(proxied) is True and counts.allowed == 3
     refused = charges.admit(scope())
-    assert isinstance(refused, Decision) and not refused.allowed and counts.allowed == 2
+    assert isinstance(refused, tuple)
+    decision, client_key = refused
+    assert isinstance(decision, Decision) and not decision.allowed and client_key == "10.0.0.1"
+    assert counts.allowed == 3
     charges.set(route, engine, None)
     assert len(charges) == 0 and charges.admit(scope()) is None
     counts.add(limited=1, dry_run_limited=2)
-    assert counts.as_dict() == {"allowed": 2, "limited": 1, "dry_run_limited": 2}
+    assert counts.as_dict() == {"allowed": 3, "limited": 1, "dry_run_limited": 2}
 
 
 def test_send_with_headers_writes_the_fields_on_the_start_message_only(clock: FakeClock) -> None:

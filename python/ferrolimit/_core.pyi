@@ -9,6 +9,7 @@ __all__ = [
     "_SCOPE_ENGINE",
     "_SCOPE_PENDING",
     "Charge",
+    "ClientResolver",
     "ConcurrencyLimitExceeded",
     "ConcurrencyLimiter",
     "CostExceedsLimitError",
@@ -114,6 +115,20 @@ class Pending:
         """Its fields, ``[(name, value), ...]`` as lower-case bytes; empty when no decision was offered."""
 
 @final
+class ClientResolver:
+    """How the ASGI layers find the client of a request: ``ferrolimit.keys.ClientIdentifier``'s rules, run natively
+    on the common path. ``hops`` proxies in front of every request, or the ``trusted`` proxies' networks as
+    ``(address, prefix length)`` pairs; IPv6 clients keyed by their ``/ipv6_prefix``; ``proxy_header``
+    ``"x-forwarded-for"`` or ``"forwarded"``."""
+
+    def __new__(
+        cls, hops: int, trusted: Sequence[tuple[str, int]] | None, ipv6_prefix: int, proxy_header: str
+    ) -> Self: ...
+    def resolve(self, peer: str | None, values: Sequence[str]) -> tuple[str, str] | None:
+        """``(address, key)`` of the client of a request from ``peer`` that carried ``values`` of the forwarding
+        header, or None when it cannot be known."""
+
+@final
 class Counts:
     """Requests allowed, refused, and refused in a dry run (so let through), for one limit name."""
 
@@ -147,12 +162,13 @@ class Charge:
         renderer: HeaderRenderer,
         policy: str,
         counts: Counts,
+        resolver: ClientResolver,
     ) -> Self: ...
-    def admit(self, scope: Any, send: _Send) -> _Send | tuple[Decision, _Send] | None:
-        """A middleware's whole common path for an HTTP ``scope`` whose peer address keys the client as it is: the
-        decision, offered to the request's pending fields (made, with ``send`` wrapped to write them, when no outer
-        layer made them). Returns the ``send`` to pass on when allowed, ``(decision, send)`` when refused, and None,
-        having done nothing, when the peer needs resolving (none, IPv6)."""
+    def admit(self, scope: Any, send: _Send) -> _Send | tuple[Decision, _Send, str] | None:
+        """A middleware's whole common path for an HTTP ``scope``: the client resolved, the decision offered to the
+        request's pending fields (made, with ``send`` wrapped to write them, when no outer layer made them). Returns
+        the ``send`` to pass on when allowed, ``(decision, send, client key)`` when refused, and None, having done
+        nothing, when the client cannot be resolved here."""
     @property
     def prefix(self) -> str:
         """The key prefix."""
@@ -165,10 +181,10 @@ class RouteCharges:
     def __new__(cls) -> Self: ...
     def set(self, route: object, engine: object, charge: Charge | None) -> None:
         """Charges ``charge`` for ``route`` served by ``engine`` from now on; None forgets the route."""
-    def admit(self, scope: Any) -> Literal[True] | Decision | None:
+    def admit(self, scope: Any) -> Literal[True] | tuple[Decision, str] | None:
         """The dependency's whole common path: True when the request's route has a charge here for the scope's
-        ``FastLimit``, its peer address keys the client as it is, and the charge allowed it; the ``Decision`` when
-        the charge refused it; None, having done nothing, when the request must go the general way."""
+        ``FastLimit``, its client is resolved, and the charge allowed it; ``(decision, client key)`` when the charge
+        refused it; None, having done nothing, when the request must go the general way."""
     def __len__(self) -> int: ...
 
 @final

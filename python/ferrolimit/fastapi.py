@@ -69,8 +69,8 @@ logger = logging.getLogger("ferrolimit")
 _CHECKED = "ferrolimit.checked"
 # A plain limit's check on one route: (key prefix, rate, cost, counts, limit name, whether the store is remote).
 _Plan = tuple[str, Quota, int, Counts, str, bool]
-# The same check where nothing but the peer's IPv4 address is needed (no proxies, exemptions or dry run; memory
-# store): (the native charge, counts, limit name).
+# The same check made natively, the client resolved there too (no exemptions or dry run; memory store): (the
+# native charge, counts, limit name).
 _Direct = tuple[Charge, Counts, str]
 
 UserIdFunc = Callable[[Request], "str | int | Awaitable[str | int | None] | None"]
@@ -303,12 +303,12 @@ class RateLimit:
             if decided is None:
                 await self(request, response)
                 return
-            scope = request.scope
-            _, engine, _, direct = plans[id(scope["route"])]
+            decision, client_key = decided
+            _, engine, _, direct = plans[id(request.scope["route"])]
             assert direct is not None, "a route is charged natively only with its plan"
             charge, counts, name = direct
-            engine.settle(decided, counts, False, name, charge.prefix + scope["client"][0])
-            raise RateLimitExceeded.from_decision(decided, name)
+            engine.settle(decision, counts, False, name, charge.prefix + client_key)
+            raise RateLimitExceeded.from_decision(decision, name)
 
         rate_limit.__ferrolimit__ = self  # type: ignore[attr-defined]
         return rate_limit
@@ -325,10 +325,19 @@ class RateLimit:
             counts = engine.counts(name)
             limiter = engine.limiter
             plan = (f"{name}:ip:", self._plain, self.rule.cost, counts, name, limiter.is_remote)
-            simple = engine.direct_peers and not engine.has_exempt and not engine.dry_run
+            simple = not engine.has_exempt and not engine.dry_run
             # A Limiter subclass may override hit(): it is asked through its methods, never natively.
             if simple and type(limiter) is Limiter and not limiter.is_remote:
-                charge = Charge(limiter, plan[0], self._plain, self.rule.cost, engine.renderer, name, counts)
+                charge = Charge(
+                    limiter,
+                    plan[0],
+                    self._plain,
+                    self.rule.cost,
+                    engine.renderer,
+                    name,
+                    counts,
+                    engine.identifier.native,
+                )
                 direct = (charge, counts, name)
         if route is not None:
             self._plans[id(route)] = (route, engine, plan, direct)

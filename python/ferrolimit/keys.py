@@ -17,6 +17,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from typing import TypeAlias
 
+from ferrolimit._core import ClientResolver
+
 __all__ = ["NO_CLIENT", "ClientIdentifier", "IPSet", "matched_route", "route_name"]
 
 logger = logging.getLogger("ferrolimit")
@@ -103,6 +105,11 @@ class IPSet:
     def __repr__(self) -> str:
         return f"IPSet({sorted(self._exact) + [str(net) for net in self._networks]!r})"
 
+    def networks(self) -> list[tuple[str, int]]:
+        """Every address and network as ``(network address, prefix length)``."""
+        exact = [(address, 32 if ":" not in address else 128) for address in sorted(self._exact)]
+        return exact + [(str(net.network_address), net.prefixlen) for net in self._networks]
+
 
 def _header_values(headers: Headers, name: str) -> list[str]:
     """Every value of header ``name`` in order, from raw ASGI pairs or a (case-insensitive or lower-cased) mapping."""
@@ -149,7 +156,7 @@ class ClientIdentifier:
     their ``/ipv6_prefix`` network (64 by default; 128 keys each address alone).
     """
 
-    __slots__ = ("_hops", "_ipv6_prefix", "_proxy_header", "_trusted", "_warned")
+    __slots__ = ("_hops", "_ipv6_prefix", "_proxy_header", "_trusted", "_warned", "native")
 
     def __init__(
         self,
@@ -178,6 +185,10 @@ class ClientIdentifier:
             raise ValueError(f"proxy_header must be 'x-forwarded-for' or 'forwarded', got {proxy_header!r}")
         self._proxy_header = header
         self._warned = False
+        # The same rules, run natively where the ASGI layers resolve a client per request.
+        self.native = ClientResolver(
+            self._hops, None if self._trusted is None else self._trusted.networks(), ipv6_prefix, header
+        )
 
     @property
     def reads_headers(self) -> bool:

@@ -503,7 +503,7 @@ class RateLimitMiddleware:
         self._websocket = websocket
         self._counts = {rule.name: self.engine.counts(rule.name) for rule in self._all_rules()}
         engine = self.engine
-        simple = not self._has_rules and key is None and not engine.has_exempt and not engine.identifier.reads_headers
+        simple = not self._has_rules and key is None and not engine.has_exempt
         self._fast = self._default if simple and not engine.dry_run else None
         self._fast_counts = self._counts[name] if self._fast is not None else Counts()
         own_rate = isinstance(engine.limiter, Limiter) and engine.limiter.quota == default
@@ -512,7 +512,16 @@ class RateLimitMiddleware:
         # The common path in one native call: a memory limiter of ferrolimit's own (a subclass may override
         # hit(): it is asked through its methods) at its own rate.
         self._admit = (
-            Charge(engine.limiter, self._fast_prefix, None, self._cost, engine.renderer, name, self._fast_counts).admit
+            Charge(
+                engine.limiter,
+                self._fast_prefix,
+                None,
+                self._cost,
+                engine.renderer,
+                name,
+                self._fast_counts,
+                engine.identifier.native,
+            ).admit
             if self._fast is not None and own_rate and type(engine.limiter) is Limiter and not engine.limiter.is_remote
             else None
         )
@@ -564,16 +573,18 @@ class RateLimitMiddleware:
             # One app-wide limit by address, no proxy, no exemptions: the common case, in a straight line.
             admit = self._admit
             admitted = admit(scope, send) if admit is not None else None
-            if admitted is not None:  # decided natively, by the peer's address as it is
+            if admitted is not None:  # the client resolved and the request decided natively
                 if not isinstance(admitted, tuple):
                     await self.app(scope, receive, admitted)
                     return
-                decision, send = admitted
-                client_key = scope["client"][0]
+                decision, send, client_key = admitted
             else:
                 client = scope.get("client")
                 peer = client[0] if client else None
-                client_key = peer if peer and ":" not in peer else engine.client(scope)[1]
+                if peer and ":" not in peer and engine.direct_peers:
+                    client_key = peer
+                else:
+                    client_key = engine.client(scope)[1]
                 limits = [(self._fast_prefix + client_key, self._fast_rate)]
                 decision = await _decide(engine.limiter, limits, self._cost)
                 if decision.allowed:

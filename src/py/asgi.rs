@@ -7,11 +7,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::Mutex;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use super::errors::Error;
 use super::headers::Pending;
 use super::{positive, send, Decision, HeaderRenderer, Limiter, Quota};
+use crate::client;
 use crate::limiter::CostExceedsLimit;
 use crate::rate::Rate;
 
@@ -81,9 +82,8 @@ impl Counts {
     }
 }
 
-/// The peer's address when the scope names one that keys the client as it is: a host with no `:` (IPv6
-/// is keyed by its network, which the Python side works out). None sends the request the general way.
-fn plain_peer<'py>(scope: &Bound<'py, PyDict>) -> PyResult<Option<Bound<'py, PyString>>> {
+/// The peer's address as the server put it in the scope (`scope["client"][0]`), if it is a str.
+fn peer_of<'py>(scope: &Bound<'py, PyDict>) -> PyResult<Option<Bound<'py, PyString>>> {
     let Some(client) = scope.get_item(intern!(scope.py(), "client"))? else {
         return Ok(None);
     };
@@ -94,11 +94,128 @@ fn plain_peer<'py>(scope: &Bound<'py, PyDict>) -> PyResult<Option<Bound<'py, PyS
     } else {
         None
     };
-    let Some(Ok(host)) = host.map(Bound::cast_into::<PyString>) else {
+    Ok(host.and_then(|host| host.cast_into::<PyString>().ok()))
+}
+
+/// Every value of the forwarding header in the scope's raw ASGI headers, in order, decoded as latin-1;
+/// None when the headers are not the `[(bytes, bytes), ...]` ASGI describes.
+fn header_values(scope: &Bound<'_, PyDict>, name: &[u8]) -> PyResult<Option<Vec<String>>> {
+    let Some(headers) = scope.get_item(intern!(scope.py(), "headers"))? else {
+        return Ok(Some(Vec::new()));
+    };
+    let Ok(headers) = headers.try_iter() else {
         return Ok(None);
     };
-    let plain = host.to_str().is_ok_and(|text| !text.is_empty() && !text.contains(':'));
-    Ok(plain.then_some(host))
+    let mut values = Vec::new();
+    for pair in headers {
+        let pair = pair?;
+        let (Ok(key), Ok(value)) = (pair.get_item(0), pair.get_item(1)) else {
+            return Ok(None);
+        };
+        let (Ok(key), Ok(value)) = (key.cast::<PyBytes>(), value.cast::<PyBytes>()) else {
+            return Ok(None);
+        };
+        if key.as_bytes().eq_ignore_ascii_case(name) {
+            values.push(value.as_bytes().iter().map(|&byte| char::from(byte)).collect());
+        }
+    }
+    Ok(Some(values))
+}
+
+/// How the ASGI layers find the client of a request: `ferrolimit.keys.ClientIdentifier`'s rules, run
+/// natively on the common path (see `crate::client`).
+#[pyclass(module = "ferrolimit._core", frozen)]
+pub struct ClientResolver {
+    resolver: client::Resolver,
+}
+
+impl ClientResolver {
+    /// Runs `then` with the client key of the request in `scope`; None, having run nothing, when the
+    /// client cannot be resolved here (no peer, a proxy that sent garbage, headers not as ASGI describes).
+    fn with_key<R>(&self, scope: &Bound<'_, PyDict>, then: impl FnOnce(&str) -> PyResult<R>) -> PyResult<Option<R>> {
+        let Some(peer) = peer_of(scope)? else {
+            return Ok(None);
+        };
+        let Ok(peer) = peer.to_str() else {
+            return Ok(None);
+        };
+        let reads_headers = self.resolver.reads_headers();
+        if !reads_headers && !peer.is_empty() && !peer.contains(':') {
+            return then(peer).map(Some); // an IPv4 peer and no proxy: the common case
+        }
+        let values = if reads_headers {
+            match header_values(scope, self.resolver.header.name())? {
+                Some(values) => values,
+                None => return Ok(None),
+            }
+        } else {
+            Vec::new()
+        };
+        match self.resolver.resolve(peer, &values) {
+            Some(client) => then(&client.key).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+#[pymethods]
+impl ClientResolver {
+    /// `hops` proxies in front of every request, or the `trusted` proxies' networks as (address, prefix
+    /// length) pairs; IPv6 clients keyed by their `/ipv6_prefix`; `proxy_header` `"x-forwarded-for"` or
+    /// `"forwarded"`.
+    #[new]
+    #[pyo3(signature = (hops, trusted, ipv6_prefix, proxy_header))]
+    fn py_new(hops: usize, trusted: Option<Vec<(String, u8)>>, ipv6_prefix: u8, proxy_header: &str) -> PyResult<Self> {
+        let header = match proxy_header {
+            "x-forwarded-for" => client::ProxyHeader::XForwardedFor,
+            "forwarded" => client::ProxyHeader::Forwarded,
+            other => {
+                return Err(Error::Value(format!(
+                    "proxy_header must be 'x-forwarded-for' or 'forwarded', got {other:?}"
+                ))
+                .into())
+            }
+        };
+        if hops > client::MAX_HOPS || !(1..=128).contains(&ipv6_prefix) {
+            return Err(Error::Value(format!(
+                "hops must be 0 to {} and ipv6_prefix 1 to 128, got {hops} and {ipv6_prefix}",
+                client::MAX_HOPS
+            ))
+            .into());
+        }
+        let trusted = match trusted {
+            None => None,
+            Some(networks) => {
+                let mut parsed = Vec::with_capacity(networks.len());
+                for (address, prefix) in networks {
+                    let address = address
+                        .parse()
+                        .map_err(|_| Error::Value(format!("{address:?} is not an IP address")))?;
+                    parsed.push((address, prefix));
+                }
+                Some(
+                    client::NetSet::new(parsed)
+                        .map_err(|(address, prefix)| Error::Value(format!("{address}/{prefix} is not a network")))?,
+                )
+            }
+        };
+        Ok(ClientResolver {
+            resolver: client::Resolver {
+                hops,
+                trusted,
+                ipv6_prefix,
+                header,
+            },
+        })
+    }
+
+    /// `(address, key)` of the client of a request from `peer` that carried `values` of the forwarding
+    /// header, or None when it cannot be known.
+    #[allow(clippy::needless_pass_by_value)] // pyo3 hands a Python list over as an owned Vec
+    fn resolve(&self, peer: Option<&str>, values: Vec<String>) -> Option<(String, String)> {
+        let client = self.resolver.resolve(peer?, &values)?;
+        Some((client.address, client.key))
+    }
 }
 
 /// One limit as the ASGI layers charge it on every request: a memory limiter, a key prefix, a rate, a cost,
@@ -113,6 +230,7 @@ pub struct Charge {
     renderer: Py<HeaderRenderer>,
     policy: String,
     counts: Py<Counts>,
+    resolver: Py<ClientResolver>,
 }
 
 impl Charge {
@@ -141,7 +259,8 @@ impl Charge {
 #[pymethods]
 impl Charge {
     #[new]
-    #[pyo3(signature = (limiter, prefix, quota, cost, renderer, policy, counts))]
+    #[pyo3(signature = (limiter, prefix, quota, cost, renderer, policy, counts, resolver))]
+    #[allow(clippy::too_many_arguments)]
     fn py_new(
         limiter: &Bound<'_, Limiter>,
         prefix: String,
@@ -150,6 +269,7 @@ impl Charge {
         renderer: &Bound<'_, HeaderRenderer>,
         policy: String,
         counts: &Bound<'_, Counts>,
+        resolver: &Bound<'_, ClientResolver>,
     ) -> PyResult<Self> {
         let held = limiter.get();
         if held.remote.is_some() {
@@ -171,34 +291,36 @@ impl Charge {
             renderer: renderer.clone().unbind(),
             policy,
             counts: counts.clone().unbind(),
+            resolver: resolver.clone().unbind(),
         })
     }
 
-    /// A middleware's whole common path for an HTTP `scope` whose peer address keys the client as it is: the
-    /// decision, offered to the request's pending fields (made, with `send` wrapped to write them, when no
-    /// outer layer made them). Returns the `send` to pass on when allowed, `(decision, send)` when refused,
-    /// and None, having done nothing, when the peer needs resolving (none, IPv6).
+    /// A middleware's whole common path for an HTTP `scope`: the client resolved, the decision offered to
+    /// the request's pending fields (made, with `send` wrapped to write them, when no outer layer made them).
+    /// Returns the `send` to pass on when allowed, `(decision, send, client key)` when refused, and None,
+    /// having done nothing, when the client cannot be resolved here.
     fn admit<'py>(&self, scope: &Bound<'py, PyAny>, send: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
         let py = scope.py();
         let Ok(scope) = scope.cast::<PyDict>() else {
             return Ok(None);
         };
-        let Some(peer) = plain_peer(scope)? else {
-            return Ok(None);
-        };
-        let key = intern!(py, SCOPE_PENDING);
-        let (pending, send) = if let Some(pending) = scope.get_item(key)? {
-            (pending.cast_into::<Pending>()?, send.clone())
-        } else {
-            let pending = Bound::new(py, Pending::default())?;
-            scope.set_item(key, &pending)?;
-            let wrapped = send::wrap(send, &pending)?;
-            (pending, wrapped)
-        };
-        match self.decide(py, peer.to_str()?, pending.get())? {
-            None => Ok(Some(send)),
-            Some(refused) => Ok(Some(PyTuple::new(py, [refused.into_any(), send])?.into_any())),
-        }
+        self.resolver.get().with_key(scope, |client| {
+            let key = intern!(py, SCOPE_PENDING);
+            let (pending, send) = if let Some(pending) = scope.get_item(key)? {
+                (pending.cast_into::<Pending>()?, send.clone())
+            } else {
+                let pending = Bound::new(py, Pending::default())?;
+                scope.set_item(key, &pending)?;
+                let wrapped = send::wrap(send, &pending)?;
+                (pending, wrapped)
+            };
+            Ok(match self.decide(py, client, pending.get())? {
+                None => send,
+                Some(refused) => {
+                    PyTuple::new(py, [refused.into_any(), send, PyString::new(py, client).into_any()])?.into_any()
+                }
+            })
+        })
     }
 
     /// The key prefix.
@@ -272,8 +394,8 @@ impl RouteCharges {
     }
 
     /// The dependency's whole common path: True when the request's route has a charge here for the scope's
-    /// `FastLimit`, its peer address keys the client as it is, and the charge allowed it; the `Decision` when
-    /// the charge refused it; None, having done nothing, when the request must go the general way.
+    /// `FastLimit`, its client is resolved, and the charge allowed it; `(decision, client key)` when the charge
+    /// refused it; None, having done nothing, when the request must go the general way.
     fn admit<'py>(&self, scope: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
         let py = scope.py();
         let Ok(scope) = scope.cast::<PyDict>() else {
@@ -305,13 +427,15 @@ impl RouteCharges {
                 _ => return Ok(None),
             }
         };
-        let Some(peer) = plain_peer(scope)? else {
-            return Ok(None);
-        };
-        match charge.get().decide(py, peer.to_str()?, pending.get())? {
-            None => Ok(Some(pyo3::types::PyBool::new(py, true).to_owned().into_any())),
-            Some(refused) => Ok(Some(refused.into_any())),
-        }
+        let charge = charge.get();
+        charge.resolver.get().with_key(scope, |client| {
+            Ok(match charge.decide(py, client, pending.get())? {
+                None => pyo3::types::PyBool::new(py, true).to_owned().into_any(),
+                Some(refused) => {
+                    PyTuple::new(py, [refused.into_any(), PyString::new(py, client).into_any()])?.into_any()
+                }
+            })
+        })
     }
 
     fn __len__(&self) -> usize {
