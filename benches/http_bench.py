@@ -1,5 +1,7 @@
 """HTTP throughput of a FastAPI hello endpoint: no limiter vs ferrolimit's middleware, an empty dependency vs
-ferrolimit's dependency, and slowapi and fastlimit (in-memory) on the same endpoint, all in one run.
+ferrolimit's dependency, and slowapi and fastlimit (in-memory) on the same endpoint, all in one run. Every
+request carries an X-Forwarded-For header, as behind a proxy; the "1 proxy" apps trust one hop and key the
+client by it, the others ignore it.
 
 Each app runs under uvicorn (one worker, pinned to CPU 0 when there are two or more) and is loaded by `wrk`
 (pinned to CPU 1) over loopback keep-alive connections, or by a small asyncio client when `wrk` is missing.
@@ -29,6 +31,10 @@ from fastapi import Request, Response
 
 HUGE = "100000000/min"  # never reached within a run
 CONNECTIONS = 32
+# Every request comes through one proxy, as most deployed apps' do: the apps configured with trusted_proxies=1
+# key it by the address in the header; the others ignore the header (so all pay for parsing it alike).
+FORWARDED_FOR = "203.0.113.7"
+REQUEST = f"GET /hello HTTP/1.1\r\nHost: bench\r\nX-Forwarded-For: {FORWARDED_FOR}\r\n\r\n".encode()
 
 
 def hello_app(dependencies: list[Any] | None = None) -> Any:
@@ -78,6 +84,14 @@ class _FixedHeaders:
         return self.app(scope, receive, send_with_headers)
 
 
+def app_middleware_behind_proxy() -> Any:
+    from ferrolimit import RateLimitMiddleware
+
+    app = hello_app()
+    app.add_middleware(RateLimitMiddleware, limit=HUGE, trusted_proxies=1)
+    return app
+
+
 def app_fixed_headers() -> Any:
     app = hello_app()
     app.add_middleware(_FixedHeaders)
@@ -98,6 +112,14 @@ def app_dependency() -> Any:
 
     app = hello_app([rate_limit(HUGE)])
     FastLimit(algorithm="gcra").init_app(app)
+    return app
+
+
+def app_dependency_behind_proxy() -> Any:
+    from ferrolimit import FastLimit, rate_limit
+
+    app = hello_app([rate_limit(HUGE)])
+    FastLimit(algorithm="gcra", trusted_proxies=1).init_app(app)
     return app
 
 
@@ -133,8 +155,10 @@ APPS: dict[str, tuple[Callable[[], Any], str | None, str | None]] = {
     "no limiter": (app_plain, None, None),
     "3 fixed headers, no limit": (app_fixed_headers, "no limiter", None),
     "ferrolimit middleware": (app_middleware, "no limiter", None),
+    "ferrolimit middleware, 1 proxy": (app_middleware_behind_proxy, "no limiter", None),
     "empty dependency": (app_empty_dependency, "no limiter", None),
     "ferrolimit dependency": (app_dependency, "empty dependency", None),
+    "ferrolimit dependency, 1 proxy": (app_dependency_behind_proxy, "empty dependency", None),
     "slowapi (decorator)": (app_slowapi, "empty dependency", "slowapi"),
     "fastlimit (dependency)": (app_fastlimit, "empty dependency", "fastlimit"),
 }
@@ -184,7 +208,7 @@ def server(name: str, http: str = "h11") -> Any:
 def check(port: int, name: str) -> None:
     """One request: must be a 200, with rate-limit headers when ferrolimit is in the app."""
     with socket.create_connection(("127.0.0.1", port)) as sock:
-        sock.sendall(b"GET /hello HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        sock.sendall(REQUEST.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
         reply = b""
         while chunk := sock.recv(65536):
             reply += chunk
@@ -202,6 +226,8 @@ def load_wrk(port: int, seconds: float) -> tuple[int, float, int]:
             "-t1",
             f"-c{CONNECTIONS}",
             f"-d{max(1, round(seconds))}s",
+            "-H",
+            f"X-Forwarded-For: {FORWARDED_FOR}",
             f"http://127.0.0.1:{port}/hello",
         ],
         capture_output=True,
@@ -217,7 +243,7 @@ def load_wrk(port: int, seconds: float) -> tuple[int, float, int]:
 
 def load_asyncio(port: int, seconds: float) -> tuple[int, float, int]:
     """(requests answered, seconds, non-2xx answers)"""
-    request = b"GET /hello HTTP/1.1\r\nHost: bench\r\n\r\n"
+    request = REQUEST
 
     async def connection(deadline: float, counts: list[int]) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -311,7 +337,7 @@ def _protocol(name: str, http: str) -> tuple[Any, Any]:
 
 
 async def _serve_in_memory(protocol: Any, state: Any, requests: int) -> None:
-    request = b"GET /hello HTTP/1.1\r\nHost: bench\r\n\r\n"
+    request = REQUEST
     for _ in range(requests):
         done = state.total_requests + 1
         protocol.data_received(request)
