@@ -25,6 +25,7 @@ __all__ = [
     "Slot",
     "__version__",
     "_call_floor",
+    "attach",
     "decision_from",
     "denied_body",
     "exceeded_detail",
@@ -472,6 +473,10 @@ class Slot:
     def __exit__(self, kind: object | None, value: object | None, traceback: object | None) -> None: ...
     def __aenter__(self) -> Awaitable[Lease]: ...
     def __aexit__(self, kind: object | None, value: object | None, traceback: object | None) -> Awaitable[None]: ...
+
+def attach(scope: Any, send: _Send) -> tuple[Pending, _Send]:
+    """``(pending, send)``: the request's pending fields, and the ``send`` to pass on, wrapped to write them unless
+    an outer layer made them (and writes them)."""
 
 def send_with_headers(send: _Send, pending: Pending) -> _Send:
     """``send``, writing ``pending``'s fields (see ``HeaderRenderer.offer``) on the message that starts the response.

@@ -32,13 +32,12 @@ from ferrolimit._core import (
     FakeClock,
     HeaderRenderer,
     Limiter,
-    Pending,
     Quota,
+    attach,
     decision_from,
     denied_body,
     exceeded_detail,
     retry_after_s,
-    send_with_headers,
 )
 from ferrolimit.keys import ClientIdentifier, IPSet
 
@@ -201,18 +200,9 @@ def _tighter(new: Decision, old: Decision) -> bool:
     return (new.remaining, -new.reset_after) < (old.remaining, -old.reset_after)
 
 
-# The fields a response will carry are kept in the request's scope: a native `Pending` holding the tightest
-# decision offered and its rendered fields (see `HeaderRenderer.offer`). It never holds `send`, which would tie
-# the scope into a reference cycle through the server's request objects.
-
-
-def _attach(scope: Scope, send: Send) -> tuple[Pending, Send]:
-    """The request's pending fields, and ``send`` wrapped to write them if no outer layer already does."""
-    pending: Pending | None = scope.get(_PENDING)
-    if pending is not None:
-        return pending, send
-    pending = scope[_PENDING] = Pending()
-    return pending, send_with_headers(send, pending)
+# The fields a response will carry are kept in the request's scope by the native `attach`: a `Pending` holding
+# the tightest decision offered and its rendered fields (see `HeaderRenderer.offer`). It never holds `send`,
+# which would tie the scope into a reference cycle through the server's request objects.
 
 
 def _quota(rate: Rate | None, what: str) -> Quota | None:
@@ -589,7 +579,7 @@ class RateLimitMiddleware:
                 decision = await _decide(engine.limiter, limits, self._cost)
                 if decision.allowed:
                     self._fast_counts.add(allowed=1)
-                    pending, send = _attach(scope, send)
+                    pending, send = attach(scope, send)
                     engine.renderer.offer(pending, decision, fast.name)
                     await self.app(scope, receive, send)
                     return
@@ -617,7 +607,7 @@ class RateLimitMiddleware:
             return
         rule = rules[0] if len(rules) == 1 else self._binding(rules, decision)
         refuse = engine.settle(decision, self._counts[rule.name], engine.dry_run, rule.name, client_key)
-        pending, send = _attach(scope, send)
+        pending, send = attach(scope, send)
         if decision.allowed or refuse:
             engine.renderer.offer(pending, decision, rule.name)
         if not refuse:

@@ -305,15 +305,7 @@ impl Charge {
             return Ok(None);
         };
         self.resolver.get().with_key(scope, |client| {
-            let key = intern!(py, SCOPE_PENDING);
-            let (pending, send) = if let Some(pending) = scope.get_item(key)? {
-                (pending.cast_into::<Pending>()?, send.clone())
-            } else {
-                let pending = Bound::new(py, Pending::default())?;
-                scope.set_item(key, &pending)?;
-                let wrapped = send::wrap(send, &pending)?;
-                (pending, wrapped)
-            };
+            let (pending, send) = send::attach(scope, send)?;
             Ok(match self.decide(py, client, pending.get())? {
                 None => send,
                 Some(refused) => {

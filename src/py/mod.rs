@@ -25,7 +25,7 @@ pub use concurrency::{ConcurrencyLimiter, Lease, Slot};
 pub use errors::{ConcurrencyLimitExceeded, CostExceedsLimitError};
 use errors::{Error, Result};
 pub use headers::{decision_from, denied_body, exceeded_detail, retry_after_s, HeaderRenderer, Pending};
-pub use send::{header_layer, send_with_headers};
+pub use send::{header_layer, py_attach, send_with_headers};
 
 const NANOS: f64 = 1e9;
 

@@ -1,8 +1,8 @@
-//! The `send` of a response that carries rate-limit fields.
+//! The `send` of a response that carries rate-limit fields, and FastAPI's header layer that puts it in place.
 //!
-//! It is a C function over `(send, pending)` that CPython calls with its one argument directly (`METH_O`):
-//! no Python frame and no argument tuple per message. Every ASGI layer of ferrolimit that writes fields
-//! wraps `send` with it, once per request.
+//! The `send` is a C function over `(send, pending)` that CPython calls with its one argument directly
+//! (`METH_O`): no Python frame and no argument tuple per message. Every ASGI layer of ferrolimit that writes
+//! fields wraps `send` with it, once per request (see `attach`).
 
 use std::panic::AssertUnwindSafe;
 
@@ -196,12 +196,7 @@ unsafe extern "C" fn layer_entry(
             scope.set_item(intern!(py, SCOPE_ENGINE), limiter)?;
         }
         if kind == Some("http") {
-            let key = intern!(py, SCOPE_PENDING);
-            if !scope.contains(key)? {
-                let pending = Bound::new(py, Pending::default())?;
-                scope.set_item(key, &pending)?;
-                send = wrap(&send, &pending)?;
-            }
+            send = attach(&scope, &send)?.1;
         }
         // SAFETY: all pointers are live references held for the call; the argument list ends with null as
         // PyObject_CallFunctionObjArgs requires; it returns a new reference or null with an exception set.
@@ -269,6 +264,37 @@ pub(crate) fn wrap<'py>(send: &Bound<'py, PyAny>, pending: &Bound<'py, Pending>)
         &SEND_WITH_HEADERS,
         &PyTuple::new(send.py(), [send.clone(), pending.clone().into_any()])?,
     )
+}
+
+/// The request's pending fields and the `send` to pass on: both as they are when an outer layer made the
+/// fields; otherwise new fields, kept in the scope, and `send` wrapped to write them.
+pub(crate) fn attach<'py>(
+    scope: &Bound<'py, PyAny>,
+    send: &Bound<'py, PyAny>,
+) -> PyResult<(Bound<'py, Pending>, Bound<'py, PyAny>)> {
+    let py = scope.py();
+    let key = intern!(py, SCOPE_PENDING);
+    let held = match scope.cast::<PyDict>() {
+        Ok(scope) => scope.get_item(key)?,
+        Err(_) => scope.get_item(key).ok(),
+    };
+    if let Some(pending) = held {
+        return Ok((pending.cast_into::<Pending>()?, send.clone()));
+    }
+    let pending = Bound::new(py, Pending::default())?;
+    scope.set_item(key, &pending)?;
+    let wrapped = wrap(send, &pending)?;
+    Ok((pending, wrapped))
+}
+
+/// `(pending, send)`: the request's pending fields, and the `send` to pass on, wrapped to write them unless an
+/// outer layer made them (and writes them).
+#[pyfunction(name = "attach")]
+pub fn py_attach<'py>(
+    scope: &Bound<'py, PyAny>,
+    send: &Bound<'py, PyAny>,
+) -> PyResult<(Bound<'py, Pending>, Bound<'py, PyAny>)> {
+    attach(scope, send)
 }
 
 /// `send`, writing `pending`'s fields (see `HeaderRenderer.offer`) on the
