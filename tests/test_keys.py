@@ -109,6 +109,10 @@ def test_huge_and_hostile_headers_neither_crash_nor_take_long() -> None:
     assert ident.client_ip("10.0.0.2", hostile) == "10.0.0.1", "the walk stops after 32 trusted hops"
     for value in [b"\xff\xfe", b"[", b"[::1", b'"', b"1.2.3.4:5:6", b"%", b",,,", b"x" * 10_000]:
         assert ident.client_ip("10.0.0.2", [(b"x-forwarded-for", value)]) is None
+    # The native resolver the ASGI layers use: the same answers, from the same bytes decoded as latin-1.
+    assert ident.native.resolve("10.0.0.2", [hostile[0][1].decode("latin-1")]) == ("10.0.0.1", "10.0.0.1")
+    for value in [b"\xff\xfe", b"[", b"[::1", b'"', b"1.2.3.4:5:6", b"%", b",,,", b"x" * 10_000, b"\x00" * 100]:
+        assert ident.native.resolve("10.0.0.2", [value.decode("latin-1")]) is None
 
 
 def test_bad_configuration_is_refused() -> None:
