@@ -179,7 +179,7 @@ impl Resolver {
 
     /// The client of a request from `peer` (the ASGI `scope["client"][0]`) that carried `values` of the
     /// forwarding header, in order; None when it cannot be known (no peer, or a proxy sent garbage).
-    pub fn resolve(&self, peer: &str, values: &[String]) -> Option<Client> {
+    pub fn resolve<S: AsRef<str>>(&self, peer: &str, values: &[S]) -> Option<Client> {
         if peer.is_empty() {
             return None;
         }
@@ -212,12 +212,14 @@ impl Resolver {
         }
     }
 
-    fn through_proxies(&self, peer: &str, values: &[String]) -> Option<String> {
+    fn through_proxies<S: AsRef<str>>(&self, peer: &str, values: &[S]) -> Option<String> {
         let mut entries: Vec<&str> = match self.header {
             ProxyHeader::Forwarded => forwarded_for(values),
             ProxyHeader::XForwardedFor => {
-                let joined_is_blank =
-                    values.iter().all(|value| value.trim_matches(is_space).is_empty()) && values.len() <= 1;
+                let joined_is_blank = values
+                    .iter()
+                    .all(|value| value.as_ref().trim_matches(is_space).is_empty())
+                    && values.len() <= 1;
                 if values.is_empty() || joined_is_blank {
                     Vec::new()
                 } else {
@@ -252,11 +254,11 @@ impl Resolver {
 }
 
 /// Python's `",".join(values).rsplit(",", MAX_HOPS)[-MAX_HOPS:]`, without building the joined text.
-fn split_joined(values: &[String]) -> Vec<&str> {
+fn split_joined<S: AsRef<str>>(values: &[S]) -> Vec<&str> {
     let mut pieces: Vec<&str> = Vec::new();
     // Walk the values from the right, splitting each; the comma joining two values splits as well.
     for value in values.iter().rev() {
-        for piece in value.rsplit(',') {
+        for piece in value.as_ref().rsplit(',') {
             pieces.push(piece);
             if pieces.len() > MAX_HOPS {
                 break;
@@ -272,10 +274,10 @@ fn split_joined(values: &[String]) -> Vec<&str> {
 }
 
 /// The `for=` node of each RFC 7239 element, left to right; an element without one gives `""`.
-fn forwarded_for(values: &[String]) -> Vec<&str> {
+fn forwarded_for<S: AsRef<str>>(values: &[S]) -> Vec<&str> {
     let mut nodes = Vec::new();
     for value in values {
-        for element in value.split(',') {
+        for element in value.as_ref().split(',') {
             let node = element
                 .split(';')
                 .find_map(|pair| {
@@ -364,14 +366,14 @@ mod tests {
     fn ipv6_clients_share_their_network() {
         let keyed = resolver(0, None);
         assert_eq!(
-            keyed.resolve("2001:db8:1:2:aaaa::1", &[]).unwrap().key,
+            keyed.resolve::<&str>("2001:db8:1:2:aaaa::1", &[]).unwrap().key,
             "2001:db8:1:2::/64"
         );
         assert_eq!(
-            keyed.resolve("2001:db8:1:2:bbbb::2", &[]).unwrap().key,
+            keyed.resolve::<&str>("2001:db8:1:2:bbbb::2", &[]).unwrap().key,
             "2001:db8:1:2::/64"
         );
-        assert_eq!(keyed.resolve("testclient", &[]).unwrap().key, "testclient");
+        assert_eq!(keyed.resolve::<&str>("testclient", &[]).unwrap().key, "testclient");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! What the ASGI layers (`ferrolimit.starlette`, `ferrolimit.fastapi`) call on every request: the common
 //! case, one limit on a memory limiter keyed by the peer's address, decided in one native call.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -8,6 +9,7 @@ use parking_lot::Mutex;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use smallvec::SmallVec;
 
 use super::errors::Error;
 use super::headers::Pending;
@@ -97,9 +99,9 @@ fn peer_of<'py>(scope: &Bound<'py, PyDict>) -> PyResult<Option<Bound<'py, PyStri
     Ok(host.and_then(|host| host.cast_into::<PyString>().ok()))
 }
 
-/// Every value of the forwarding header in the scope's raw ASGI headers, in order, decoded as latin-1;
-/// None when the headers are not the `[(bytes, bytes), ...]` ASGI describes.
-fn header_values(scope: &Bound<'_, PyDict>, name: &[u8]) -> PyResult<Option<Vec<String>>> {
+/// Every value of the forwarding header in the scope's raw ASGI headers, in order; None when the headers
+/// are not the `[(bytes, bytes), ...]` ASGI describes.
+fn header_values<'py>(scope: &Bound<'py, PyDict>, name: &[u8]) -> PyResult<Option<Vec<Bound<'py, PyBytes>>>> {
     let Some(headers) = scope.get_item(intern!(scope.py(), "headers"))? else {
         return Ok(Some(Vec::new()));
     };
@@ -109,17 +111,32 @@ fn header_values(scope: &Bound<'_, PyDict>, name: &[u8]) -> PyResult<Option<Vec<
     let mut values = Vec::new();
     for pair in headers {
         let pair = pair?;
-        let (Ok(key), Ok(value)) = (pair.get_item(0), pair.get_item(1)) else {
-            return Ok(None);
+        let (key, value) = match pair.cast::<PyTuple>() {
+            Ok(pair) if pair.len() == 2 => (pair.get_item(0)?, pair.get_item(1)?),
+            _ => match (pair.get_item(0), pair.get_item(1)) {
+                (Ok(key), Ok(value)) => (key, value),
+                _ => return Ok(None),
+            },
         };
-        let (Ok(key), Ok(value)) = (key.cast::<PyBytes>(), value.cast::<PyBytes>()) else {
+        let Ok(key) = key.cast_into::<PyBytes>() else {
             return Ok(None);
         };
         if key.as_bytes().eq_ignore_ascii_case(name) {
-            values.push(value.as_bytes().iter().map(|&byte| char::from(byte)).collect());
+            let Ok(value) = value.cast_into::<PyBytes>() else {
+                return Ok(None);
+            };
+            values.push(value);
         }
     }
     Ok(Some(values))
+}
+
+/// Header bytes as text, decoded as latin-1 (borrowed when they are ASCII, as they nearly always are).
+fn latin1(bytes: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) if text.is_ascii() => Cow::Borrowed(text),
+        _ => Cow::Owned(bytes.iter().map(|&byte| char::from(byte)).collect()),
+    }
 }
 
 /// How the ASGI layers find the client of a request: `ferrolimit.keys.ClientIdentifier`'s rules, run
@@ -143,14 +160,15 @@ impl ClientResolver {
         if !reads_headers && !peer.is_empty() && !peer.contains(':') {
             return then(peer).map(Some); // an IPv4 peer and no proxy: the common case
         }
-        let values = if reads_headers {
+        let raw = if reads_headers {
             match header_values(scope, self.resolver.header.name())? {
-                Some(values) => values,
+                Some(raw) => raw,
                 None => return Ok(None),
             }
         } else {
             Vec::new()
         };
+        let values: SmallVec<[Cow<'_, str>; 2]> = raw.iter().map(|value| latin1(value.as_bytes())).collect();
         match self.resolver.resolve(peer, &values) {
             Some(client) => then(&client.key).map(Some),
             None => Ok(None),
