@@ -282,7 +282,7 @@ class RateLimit:
         # Per matched route (by id, with the route and limiter kept to confirm it): what the common case
         # needs, or None where the route has other limits too and they must be charged together.
         self._plans: dict[int, tuple[object, FastLimit, _Plan | None, _Direct | None]] = {}
-        # The routes whose check is one native call: the peer's address as it is, a memory limiter.
+        # The routes whose check is one native call: a memory limiter, the client resolved natively.
         self._charges = RouteCharges()
         self.dependency = self._dependency()
 
@@ -291,8 +291,8 @@ class RateLimit:
 
     def _dependency(self) -> Callable[[Request, Response], Awaitable[None]]:
         """What ``rate_limit()`` hands to ``Depends``: a function (FastAPI calls one more cheaply than an object)
-        that takes the common case in one native call (this route's only limit, by the peer's address as it is,
-        in memory) and leaves the rest to ``self``."""
+        that takes the common case in one native call (this route's only limit, in memory, the client resolved
+        there too) and leaves the rest to ``self``."""
         admit = self._charges.admit
         plans = self._plans
 

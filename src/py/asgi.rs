@@ -1,5 +1,6 @@
 //! What the ASGI layers (`ferrolimit.starlette`, `ferrolimit.fastapi`) call on every request: the common
-//! case, one limit on a memory limiter keyed by the peer's address, decided in one native call.
+//! case, one limit on a memory limiter keyed by the client's address (resolved here, behind trusted proxies
+//! too), decided in one native call.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
