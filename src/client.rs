@@ -215,17 +215,16 @@ impl Resolver {
     fn through_proxies<S: AsRef<str>>(&self, peer: &str, values: &[S]) -> Option<String> {
         let mut entries: Vec<&str> = match self.header {
             ProxyHeader::Forwarded => forwarded_for(values),
-            ProxyHeader::XForwardedFor => {
-                let joined_is_blank = values
-                    .iter()
-                    .all(|value| value.as_ref().trim_matches(is_space).is_empty())
-                    && values.len() <= 1;
-                if values.is_empty() || joined_is_blank {
-                    Vec::new()
-                } else {
-                    split_joined(values)
-                }
+            // Python's `",".join(values).strip()`: with two values or more the joined text holds a comma.
+            ProxyHeader::XForwardedFor
+                if values.len() <= 1
+                    && values
+                        .iter()
+                        .all(|value| value.as_ref().trim_matches(is_space).is_empty()) =>
+            {
+                Vec::new()
             }
+            ProxyHeader::XForwardedFor => split_joined(values),
         };
         if entries.len() > MAX_HOPS {
             entries.drain(..entries.len() - MAX_HOPS);
@@ -241,15 +240,15 @@ impl Resolver {
             return parse_address(chain[index]).map(format_address);
         }
         let trusted = self.trusted.as_ref().expect("checked above");
-        let mut address = None;
+        let mut outermost = None;
         for entry in chain.iter().rev() {
             let parsed = parse_address(entry)?; // a trusted proxy vouched for something that is not an address
             if !trusted.contains_address(parsed) {
                 return Some(format_address(parsed));
             }
-            address = Some(format_address(parsed));
+            outermost = Some(parsed);
         }
-        address // every hop is a trusted proxy: the outermost one is the client
+        outermost.map(format_address) // every hop is a trusted proxy: the outermost one is the client
     }
 }
 

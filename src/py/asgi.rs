@@ -19,7 +19,7 @@ use crate::client;
 use crate::limiter::CostExceedsLimit;
 use crate::rate::Rate;
 
-/// The scope key of a request's pending response fields, `[decision or None, fields]`.
+/// The scope key of a request's pending response fields, a `Pending`.
 pub const SCOPE_PENDING: &str = "ferrolimit.pending";
 /// The scope key of the `FastLimit` that serves the app.
 pub const SCOPE_ENGINE: &str = "ferrolimit";
