@@ -251,7 +251,10 @@ def test_lifespan_and_other_scopes_pass_through(clock: FakeClock) -> None:
     async def discard(message: object) -> None:
         return None
 
-    asyncio.run(middleware({"type": "lifespan"}, nothing, discard))
+    async def serve() -> None:
+        await middleware({"type": "lifespan"}, nothing, discard)
+
+    asyncio.run(serve())
     assert seen == ["lifespan"]
 
 
@@ -329,6 +332,23 @@ def test_requests_through_the_middleware_leave_no_reference_cycles() -> None:
         gc.enable()
     assert started[-1]["status"] == 200
     assert (b"x-ratelimit-remaining", b"945") in started[-1]["headers"]  # type: ignore[operator]
+
+
+def test_servers_take_the_middleware_served_on_its_own_for_an_asgi3_app() -> None:
+    """``uvicorn.run(RateLimitMiddleware(app, ...))``: servers tell ASGI 3 from ASGI 2 by
+    ``inspect.iscoroutinefunction(app.__call__)``, and the middleware's class ``__call__`` is a plain function."""
+    import inspect
+
+    import uvicorn
+
+    middleware = RateLimitMiddleware(Starlette(routes=ROUTES), limit="2/min", clock=FakeClock(T0))
+    assert inspect.iscoroutinefunction(middleware.__call__)
+    config = uvicorn.Config(middleware, lifespan="off", proxy_headers=False)
+    config.load()
+    assert config.interface == "asgi3"
+    started = _asgi_requests(config.loaded_app, 3)
+    assert [message["status"] for message in started] == [200, 200, 429]
+    assert dict(started[0]["headers"])[b"x-ratelimit-remaining"] == b"1"  # type: ignore[call-overload]
 
 
 def test_the_middleware_and_a_fastapi_dependency_report_the_tighter_of_their_limits() -> None:

@@ -515,6 +515,7 @@ class RateLimitMiddleware:
             if self._fast is not None and own_rate and type(engine.limiter) is Limiter and not engine.limiter.is_remote
             else None
         )
+        vars(self)["__call__"] = self._asgi3
 
     def _all_rules(self) -> list[_Rule]:
         rules = [self._default] + list(self._exact.values()) + [rule for _, rule in self._patterns]
@@ -552,7 +553,27 @@ class RateLimitMiddleware:
             rules.append(path_rule)
         return rules
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """A plain function: on the common path (one native call decided and allowed the request) it hands back
+        the app's own awaitable, so no coroutine of ours runs for the request; everything else is `_serve`."""
+        admit = self._admit
+        if admit is not None and scope["type"] == "http":
+            admitted = admit(scope, send)
+            if admitted is not None and not isinstance(admitted, tuple):
+                return self.app(scope, receive, admitted)
+            return self._serve(scope, receive, send, admitted)
+        return self._serve(scope, receive, send, None)
+
+    async def _asgi3(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """What servers that tell ASGI 3 from ASGI 2 by ``inspect.iscoroutinefunction(app.__call__)`` see
+        (uvicorn, hypercorn): ``__init__`` sets it on the instance, where attribute lookup finds it, while a call
+        ``app(scope, receive, send)`` takes the class's ``__call__``."""
+        await self(scope, receive, send)
+
+    async def _serve(
+        self, scope: Scope, receive: Receive, send: Send, admitted: tuple[Decision, Send, str] | None
+    ) -> None:
+        """Every request but the common allowed one; `admitted` is the native refusal when there was one."""
         scope_type = scope["type"]
         if scope_type != "http" and (scope_type != "websocket" or not self._websocket):
             await self.app(scope, receive, send)
@@ -561,12 +582,7 @@ class RateLimitMiddleware:
         fast = self._fast
         if fast is not None and scope_type == "http":
             # One app-wide limit by address, no proxy, no exemptions: the common case, in a straight line.
-            admit = self._admit
-            admitted = admit(scope, send) if admit is not None else None
-            if admitted is not None:  # the client resolved and the request decided natively
-                if not isinstance(admitted, tuple):
-                    await self.app(scope, receive, admitted)
-                    return
+            if admitted is not None:  # the client resolved and the request was refused natively
                 decision, send, client_key = admitted
             else:
                 client = scope.get("client")
