@@ -5,8 +5,10 @@ client by it, the others ignore it.
 
 Each app runs under uvicorn (one worker, pinned to CPU 0 when there are two or more) and is loaded by `wrk`
 (pinned to CPU 1) over loopback keep-alive connections, or by a small asyncio client when `wrk` is missing.
-All the servers start first; then the apps take turns, round after round, so drift hits all alike, and the
-best and median runs are reported. The server's own CPU time per request is read from /proc as well. The
+Each app is served by several processes: where the code and data land in memory changes from process to
+process (ASLR), and with it an app's speed, by as much as 10% between two processes of the same app. All the
+servers start first; then every process is loaded in turn, round after round, so drift hits all alike, and the
+median over all runs of an app is reported. The server's own CPU time per request is read from /proc as well. The
 limits are so high that nothing is refused: every request pays for the full allowed path (the check and its
 headers). Where valgrind and gcc are installed, the instructions of each request are counted too, under
 callgrind: a figure that does not move with the machine's load. `make bench` runs it;
@@ -16,6 +18,7 @@ callgrind: a figure that does not move with the machine's load. `make bench` run
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -323,6 +326,19 @@ def in_process_us(names: list[str], http: str, requests: int, rounds: int) -> di
     return asyncio.run(run())
 
 
+def in_process_median(names: list[str], http: str, requests: int, rounds: int, processes: int) -> dict[str, float]:
+    """`in_process_us` in `processes` fresh processes, one after the other (pinned like the servers); the
+    median of each app's figures."""
+    figures: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(processes):
+        command = [*pinned(0), sys.executable, __file__, "--in-process", json.dumps(names), "--http", http]
+        command += ["--requests", str(requests), "--batches", str(rounds)]
+        done = subprocess.run(command, capture_output=True, text=True, check=True)
+        for name, microseconds in json.loads(done.stdout).items():
+            figures[name].append(microseconds)
+    return {name: statistics.median(values) for name, values in figures.items()}
+
+
 def _protocol(name: str, http: str) -> tuple[Any, Any]:
     """uvicorn's HTTP protocol serving app `name` over an in-memory transport, and its server state."""
     import uvicorn
@@ -435,8 +451,9 @@ def available(package: str | None) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=2.0, help="load per app per round (default 2)")
-    parser.add_argument("--rounds", type=int, default=8, help="rounds over all apps (default 8)")
+    parser.add_argument("--seconds", type=float, default=1.5, help="load per server per round (default 1.5)")
+    parser.add_argument("--rounds", type=int, default=4, help="rounds over all servers (default 4)")
+    parser.add_argument("--processes", type=int, default=3, help="server processes per app (default 3)")
     parser.add_argument(
         "--http",
         choices=["h11", "httptools"],
@@ -454,11 +471,15 @@ def main() -> None:
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--count-instructions", help=argparse.SUPPRESS)
+    parser.add_argument("--in-process", help=argparse.SUPPRESS)
     parser.add_argument("--helper", help=argparse.SUPPRESS)
     options = parser.parse_args()
     http = options.http or ("httptools" if available("httptools") else "h11")
     if options.serve:
         serve(options.serve, options.port, http)
+        return
+    if options.in_process:
+        print(json.dumps(in_process_us(json.loads(options.in_process), http, options.requests, options.batches)))
         return
     if options.count_instructions:
         count_instructions_child(options.count_instructions, http, options.requests, options.helper)
@@ -470,55 +491,62 @@ def main() -> None:
     generator = f"wrk -t1 -c{CONNECTIONS}" if load is load_wrk else f"asyncio client, {CONNECTIONS} connections"
     server_kind = "httptools + uvloop" if http == "httptools" and available("uvloop") else http
     print(
-        f"HTTP bench: FastAPI GET /hello, uvicorn ({server_kind}, 1 worker) + {generator}, "
-        f"{options.seconds:g} s x {options.rounds} rounds"
+        f"HTTP bench: FastAPI GET /hello, uvicorn ({server_kind}, 1 worker) + {generator}, {options.processes} "
+        f"server processes per app, {options.seconds:g} s x {options.rounds} rounds each"
     )
-    rates: dict[str, list[float]] = {name: [] for name in names}
-    cpu_us: dict[str, list[float]] = {name: [] for name in names}
+    # (app, process) -> the runs' requests per second and CPU microseconds per request
+    rates: dict[tuple[str, int], list[float]] = {}
+    cpu_us: dict[tuple[str, int], list[float]] = {}
     with contextlib.ExitStack() as servers:
-        running = {name: servers.enter_context(server(name, http)) for name in names}
-        for name, (port, _) in running.items():
+        running = {
+            (name, copy): servers.enter_context(server(name, http))
+            for name in names
+            for copy in range(options.processes)
+        }
+        for (name, _), (port, _) in running.items():
             check(port, name)
             load(port, 1.0)  # warm up
         for round_number in range(options.rounds):
-            for name, (port, pid) in running.items():
+            for (name, copy), (port, pid) in running.items():
                 cpu_before = cpu_seconds(pid)
                 requests, elapsed, errors = load(port, options.seconds)
                 cpu = cpu_seconds(pid) - cpu_before
                 assert errors == 0, f"{name}: {errors} responses were not 2xx"
-                rates[name].append(requests / elapsed)
-                cpu_us[name].append(cpu / requests * 1e6)
+                rates.setdefault((name, copy), []).append(requests / elapsed)
+                cpu_us.setdefault((name, copy), []).append(cpu / requests * 1e6)
                 print(
-                    f"  round {round_number + 1}: {name:<24} {requests / elapsed:>7,.0f} req/s "
+                    f"  round {round_number + 1}: {name:<32} process {copy + 1} {requests / elapsed:>7,.0f} req/s "
                     f"{cpu / requests * 1e6:>6.1f} us CPU/request",
                     flush=True,
                 )
 
-    best = {name: max(values) for name, values in rates.items()}
-    median = {name: statistics.median(values) for name, values in rates.items()}
-    cost = {name: min(values) for name, values in cpu_us.items()}
+    def runs(samples: dict[tuple[str, int], list[float]], name: str) -> list[float]:
+        return [value for copy in range(options.processes) for value in samples[name, copy]]
+
+    median = {name: statistics.median(runs(rates, name)) for name in names}
+    spread = {name: [statistics.median(rates[name, copy]) for copy in range(options.processes)] for name in names}
+    cost = {name: statistics.median(runs(cpu_us, name)) for name in names}
     print()
-    print("Over loopback: best and median of the rounds (other work on the machine only ever slows a run down, so")
-    print(
-        "the best run is the least disturbed; `ratio` compares best runs) and the server's least CPU time per request."
-    )
+    print("Over loopback: the median of all runs of each app (every process, every round), the range of its")
+    print("processes' own medians (where each landed in memory), and the server's median CPU time per request.")
     print()
     rows = []
     for name in names:
         baseline = APPS[name][1]
-        row = [name, f"{best[name]:,.0f}", f"{median[name]:,.0f}", f"{cost[name]:.1f}", baseline or "", "", "", ""]
-        if baseline in best:
-            row[5] = f"{best[name] / best[baseline]:.3f}"
-            row[6] = f"{median[name] / median[baseline]:.3f}"
-            row[7] = goal_text(name, best[name] / best[baseline])
+        low, high = min(spread[name]), max(spread[name])
+        row = [name, f"{median[name]:,.0f}", f"{low:,.0f}-{high:,.0f}", f"{cost[name]:.1f}", baseline or "", "", ""]
+        if baseline in median:
+            row[5] = f"{median[name] / median[baseline]:.3f}"
+            row[6] = goal_text(name, median[name] / median[baseline])
         rows.append(row)
-    table(["app", "best req/s", "median req/s", "CPU us/req", "vs", "ratio", "median ratio", "goal"], rows)
+    table(["app", "median req/s", "processes", "CPU us/req", "vs", "ratio", "goal"], rows)
 
     print()
     print(f"In process: uvicorn's {http} protocol and the app, fed from memory in batches of {options.requests}")
-    print("requests, the apps taking turns; each app's least CPU time per request (steady on a busy machine):")
+    print("requests, the apps taking turns; each app's least CPU time per request (steady on a busy machine), in")
+    print(f"{options.processes} processes (each lands in memory differently), and the median of them:")
     print()
-    in_process = in_process_us(names, http, options.requests, options.batches)
+    in_process = in_process_median(names, http, options.requests, options.batches, options.processes)
     rows = []
     for name in names:
         baseline = APPS[name][1]
@@ -537,7 +565,7 @@ def main() -> None:
             ours = "ferrolimit dependency"
             print(
                 f"{ours} vs {peer}: {in_process[peer] / in_process[ours]:.2f}x the throughput in process, "
-                f"{best[ours] / best[peer]:.2f}x over loopback"
+                f"{median[ours] / median[peer]:.2f}x over loopback"
             )
     if options.instructions > 0:
         print_instructions(names, http, options.instructions)
