@@ -113,7 +113,7 @@ impl NetSet {
         parse_address(text).is_some_and(|address| self.contains_address(address))
     }
 
-    fn contains_address(&self, address: IpAddr) -> bool {
+    pub fn contains_address(&self, address: IpAddr) -> bool {
         self.networks.iter().any(|&(network, prefix)| match (network, address) {
             (IpAddr::V4(network), IpAddr::V4(address)) => {
                 masked(u128::from(u32::from(network)), prefix, 32) == masked(u128::from(u32::from(address)), prefix, 32)
@@ -123,6 +123,35 @@ impl NetSet {
             }
             _ => false,
         })
+    }
+}
+
+/// Addresses and networks clients are exempt by, as `ferrolimit.keys.IPSet` matches them: a single address
+/// by its text (as Python writes it), and, when there are networks as well, any address that parses to one
+/// of the single addresses or into one of the networks.
+#[derive(Clone, Debug, Default)]
+pub struct AddressSet {
+    exact: std::collections::HashSet<String>,
+    networks: NetSet,
+}
+
+impl AddressSet {
+    /// From the single addresses' text and the networks.
+    pub fn new(exact: impl IntoIterator<Item = String>, networks: NetSet) -> AddressSet {
+        AddressSet {
+            exact: exact.into_iter().collect(),
+            networks,
+        }
+    }
+
+    pub fn contains(&self, address: &str) -> bool {
+        if self.exact.contains(address) {
+            return true;
+        }
+        !self.networks.is_empty()
+            && parse_address(address).is_some_and(|parsed| {
+                self.exact.contains(&format_address(parsed)) || self.networks.contains_address(parsed)
+            })
     }
 }
 

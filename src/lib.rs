@@ -19,8 +19,8 @@ mod _core {
 
     #[pymodule_export]
     use crate::py::{
-        __version__, _call_floor, parse_rates, py_attach, Charge, ClientResolver, ConcurrencyLimiter, Counts, Decision,
-        FakeClock, Lease, Limiter, Pending, Quota, RouteCharges, Slot,
+        __version__, _call_floor, parse_rates, py_attach, AddressSet, Charge, ClientResolver, ConcurrencyLimiter,
+        Counts, Decision, FakeClock, Lease, Limiter, Pending, Quota, RouteCharges, Slot,
     };
 
     #[pymodule_export]

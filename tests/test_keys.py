@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from ferrolimit._core import AddressSet
 from ferrolimit.keys import NO_CLIENT, ClientIdentifier, IPSet, route_name
 
 
@@ -134,6 +135,30 @@ def test_ipset_matches_addresses_and_networks() -> None:
     assert "11.0.0.1" not in exempt and "2001:db9::1" not in exempt and "testclient" not in exempt
     assert "::ffff:10.0.0.1" in exempt
     assert not IPSet() and bool(exempt)
+
+
+def test_the_native_address_set_agrees_with_ipset() -> None:
+    """The ASGI layers check exemptions natively on their common path; ``IPSet`` is the reference, down to its
+    quirk: with single addresses only, an address matches by its text alone."""
+    sets = [
+        IPSet(["127.0.0.1", "10.0.0.0/8", "2001:db8::/32"]),
+        IPSet(["10.0.0.1", "::1"]),  # single addresses only
+        IPSet(["10.0.0.1", "2001:db8::5", "192.0.2.0/24"]),
+        IPSet(["0.0.0.0/0"]),
+        IPSet(["::/0", "203.0.113.5/32"]),
+        IPSet(["2001:db8:1::/48", "fe80::/10"]),
+    ]
+    candidates = [*_TOKENS, "10.0.0.1", "::ffff:10.0.0.1", "10.200.0.9", "2001:db8::5", "2001:0db8::5", "::1"]
+    candidates += ["2001:db8:1:ffff::9", "fe80::2%lo", "192.0.2.200", " 10.0.0.1", "testclient", "0.0.0.0"]
+    for ip_set in sets:
+        native = ip_set.native()
+        for candidate in candidates:
+            assert (candidate in native) == (candidate in ip_set), (ip_set, candidate)
+        assert 7 not in native and None not in native
+    with pytest.raises(ValueError, match="not an IP address"):
+        AddressSet(["10.0.0.300"], [])
+    with pytest.raises(ValueError, match="not a network"):
+        AddressSet([], [("10.0.0.0", 33)])
 
 
 def test_route_name_is_the_template() -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from ferrolimit import ConcurrencyLimiter, CostExceedsLimitError, FakeClock, Limiter, Quota, parse_rates
-from ferrolimit.keys import ClientIdentifier
+from ferrolimit.keys import ClientIdentifier, IPSet
 from tests.conftest import TIME_ALGORITHMS
 from tests.redis_server import MakeLimiter
 
@@ -314,6 +314,40 @@ def test_charge_admits_by_peer_address_and_offers_the_tightest(clock: FakeClock)
     # Another client has its own counter; a charge's rate can differ from its limiter's.
     other = Charge(limiter, "route:", Quota("1/s"), 1, renderer, "other", Counts(), resolver)
     assert callable(other.admit({"client": ("10.0.0.2", 1)}, send))
+
+
+def test_charges_let_exempt_clients_through_untouched(clock: FakeClock) -> None:
+    """Exempt addresses and networks, matched on the client as resolved (behind the trusted proxy too): not
+    charged, not counted, no fields; everyone else is charged as before."""
+    from ferrolimit._core import _SCOPE_ENGINE, _SCOPE_PENDING, Charge, Counts, HeaderRenderer, Pending, RouteCharges
+
+    limiter = Limiter("1/min", clock=clock)
+    counts = Counts()
+    resolver = ClientIdentifier(trusted_proxies=["10.0.0.0/8"]).native
+    exempt = IPSet(["192.0.2.0/24", "2001:db8::7", "10.9.9.9"]).native()
+    charge = Charge(limiter, "e:", None, 1, HeaderRenderer(), "e", counts, resolver, exempt)
+    _, send = _recorder()
+    proxied = [(b"x-forwarded-for", b"192.0.2.50")]
+    for client, headers in [(("192.0.2.1", 1), []), (("2001:db8::7", 1), []), (("10.0.0.1", 1), proxied)]:
+        for _ in range(3):
+            scope: dict[str, Any] = {"type": "http", "client": client, "headers": headers}
+            assert charge.admit(scope, send) is send and _SCOPE_PENDING not in scope
+
+    # 10.9.9.9 is exempt, but as a trusted proxy it is never the client: the address it names is charged.
+    def spoofed() -> dict[str, Any]:
+        return {"type": "http", "client": ("10.9.9.9", 1), "headers": [(b"x-forwarded-for", b"203.0.113.1")]}
+
+    assert charge.admit(spoofed(), send) is not send and counts.allowed == 1
+    assert isinstance(charge.admit(spoofed(), send), tuple), "203.0.113.1 was charged, not let through"
+    assert len(limiter) == 1 and counts.allowed == 1
+
+    charges, route, engine = RouteCharges(), object(), object()
+    charges.set(route, engine, charge)
+    for peer in ["192.0.2.9", "2001:db8::7", "198.51.100.1"]:
+        pending = Pending()
+        assert charges.admit({"client": (peer, 1), "route": route, _SCOPE_ENGINE: engine, _SCOPE_PENDING: pending})
+        assert (pending.decision is not None) == (peer == "198.51.100.1"), "no fields for an exempt client"
+    assert counts.allowed == 2
 
 
 def test_charge_refuses_what_it_cannot_decide(clock: FakeClock) -> None:

@@ -8,6 +8,7 @@ from typing_extensions import Self, disjoint_base
 __all__ = [
     "_SCOPE_ENGINE",
     "_SCOPE_PENDING",
+    "AddressSet",
     "Charge",
     "ClientResolver",
     "ConcurrencyLimitExceeded",
@@ -116,6 +117,15 @@ class Pending:
         """Its fields, ``[(name, value), ...]`` as lower-case bytes; empty when no decision was offered."""
 
 @final
+class AddressSet:
+    """The addresses and networks whose clients are exempt from a limit, matched as ``ferrolimit.keys.IPSet``
+    matches them (which makes one with ``IPSet.native()``)."""
+
+    def __new__(cls, exact: Sequence[str], networks: Sequence[tuple[str, int]]) -> Self: ...
+    def __contains__(self, key: object, /) -> bool:
+        """Whether ``key`` (an address, a str) is in the set; False for anything else."""
+
+@final
 class ClientResolver:
     """How the ASGI layers find the client of a request: ``ferrolimit.keys.ClientIdentifier``'s rules, run natively
     on the common path. ``hops`` proxies in front of every request, or the ``trusted`` proxies' networks as
@@ -152,7 +162,7 @@ class Counts:
 class Charge:
     """One limit as the ASGI layers charge it on every request: a memory ``Limiter``, a key prefix, a rate
     (``None``: the limiter's own), a cost, the ``HeaderRenderer`` and policy name of its response fields, and the
-    ``Counts`` of its limit name."""
+    ``Counts`` of its limit name; clients in ``exempt`` pass untouched."""
 
     def __new__(
         cls,
@@ -164,6 +174,7 @@ class Charge:
         policy: str,
         counts: Counts,
         resolver: ClientResolver,
+        exempt: AddressSet | None = None,
     ) -> Self: ...
     def admit(self, scope: Any, send: _Send) -> _Send | tuple[Decision, _Send, str] | None:
         """A middleware's whole common path for an HTTP ``scope``: the client resolved, the decision offered to the

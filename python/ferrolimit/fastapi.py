@@ -325,9 +325,8 @@ class RateLimit:
             counts = engine.counts(name)
             limiter = engine.limiter
             plan = (f"{name}:ip:", self._plain, self.rule.cost, counts, name, limiter.is_remote)
-            simple = not engine.has_exempt and not engine.dry_run
             # A Limiter subclass may override hit(): it is asked through its methods, never natively.
-            if simple and type(limiter) is Limiter and not limiter.is_remote:
+            if not engine.dry_run and type(limiter) is Limiter and not limiter.is_remote:
                 charge = Charge(
                     limiter,
                     plan[0],
@@ -337,6 +336,7 @@ class RateLimit:
                     name,
                     counts,
                     engine.identifier.native,
+                    engine.exempt_native,
                 )
                 direct = (charge, counts, name)
         if route is not None:

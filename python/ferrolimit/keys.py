@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from typing import TypeAlias
 
-from ferrolimit._core import ClientResolver
+from ferrolimit._core import AddressSet, ClientResolver
 
 __all__ = ["NO_CLIENT", "ClientIdentifier", "IPSet", "matched_route", "route_name"]
 
@@ -104,6 +104,10 @@ class IPSet:
 
     def __repr__(self) -> str:
         return f"IPSet({sorted(self._exact) + [str(net) for net in self._networks]!r})"
+
+    def native(self) -> AddressSet:
+        """The same set, matched natively (where the ASGI layers check a client per request)."""
+        return AddressSet(sorted(self._exact), [(str(net.network_address), net.prefixlen) for net in self._networks])
 
     def networks(self) -> list[tuple[str, int]]:
         """Every address and network as ``(network address, prefix length)``."""

@@ -334,6 +334,7 @@ class _Engine:
         self.direct_peers = not self.identifier.reads_headers
         self.exempt = IPSet(exempt_ips or ())
         self.has_exempt = bool(self.exempt)
+        self.exempt_native = self.exempt.native() if self.has_exempt else None
         self.dry_run = bool(dry_run)
         if error_handler is not None and not callable(error_handler):
             raise TypeError("error_handler must be a callable (request, exc) -> Response, sync or async")
@@ -493,14 +494,15 @@ class RateLimitMiddleware:
         self._websocket = websocket
         self._counts = {rule.name: self.engine.counts(rule.name) for rule in self._all_rules()}
         engine = self.engine
-        simple = not self._has_rules and key is None and not engine.has_exempt
-        self._fast = self._default if simple and not engine.dry_run else None
-        self._fast_counts = self._counts[name] if self._fast is not None else Counts()
+        # One app-wide limit by client address, enforced: the common case.
+        one_limit = self._default is not None and not self._has_rules and key is None and not engine.dry_run
+        self._fast = self._default if one_limit and not engine.has_exempt else None
+        self._fast_counts = self._counts[name] if one_limit else Counts()
         own_rate = isinstance(engine.limiter, Limiter) and engine.limiter.quota == default
         self._fast_rate = None if own_rate else default
         self._fast_prefix = f"{name}:"
-        # The common path in one native call: a memory limiter of ferrolimit's own (a subclass may override
-        # hit(): it is asked through its methods) at its own rate.
+        # The common case in one native call (exemptions included): a memory limiter of ferrolimit's own (a
+        # subclass may override hit(): it is asked through its methods) at its own rate.
         self._admit = (
             Charge(
                 engine.limiter,
@@ -511,8 +513,9 @@ class RateLimitMiddleware:
                 name,
                 self._fast_counts,
                 engine.identifier.native,
+                engine.exempt_native,
             ).admit
-            if self._fast is not None and own_rate and type(engine.limiter) is Limiter and not engine.limiter.is_remote
+            if one_limit and own_rate and type(engine.limiter) is Limiter and not engine.limiter.is_remote
             else None
         )
         vars(self)["__call__"] = self._asgi3
@@ -580,25 +583,25 @@ class RateLimitMiddleware:
             return
         engine = self.engine
         fast = self._fast
-        if fast is not None and scope_type == "http":
-            # One app-wide limit by address, no proxy, no exemptions: the common case, in a straight line.
-            if admitted is not None:  # the client resolved and the request was refused natively
-                decision, send, client_key = admitted
+        if admitted is not None:  # the client resolved, not exempt, and the request refused natively
+            decision, send, client_key = admitted
+            rules = self._default_only
+        elif fast is not None and scope_type == "http":
+            # One app-wide limit by address, no exemptions, not decided natively: in a straight line.
+            client = scope.get("client")
+            peer = client[0] if client else None
+            if peer and ":" not in peer and engine.direct_peers:
+                client_key = peer
             else:
-                client = scope.get("client")
-                peer = client[0] if client else None
-                if peer and ":" not in peer and engine.direct_peers:
-                    client_key = peer
-                else:
-                    client_key = engine.client(scope)[1]
-                limits = [(self._fast_prefix + client_key, self._fast_rate)]
-                decision = await _decide(engine.limiter, limits, self._cost)
-                if decision.allowed:
-                    self._fast_counts.add(allowed=1)
-                    pending, send = attach(scope, send)
-                    engine.renderer.offer(pending, decision, fast.name)
-                    await self.app(scope, receive, send)
-                    return
+                client_key = engine.client(scope)[1]
+            limits = [(self._fast_prefix + client_key, self._fast_rate)]
+            decision = await _decide(engine.limiter, limits, self._cost)
+            if decision.allowed:
+                self._fast_counts.add(allowed=1)
+                pending, send = attach(scope, send)
+                engine.renderer.offer(pending, decision, fast.name)
+                await self.app(scope, receive, send)
+                return
             rules = self._default_only
         else:
             matched = self._rules_for(scope["path"])
@@ -618,9 +621,6 @@ class RateLimitMiddleware:
             rules = matched
             limits = [(f"{rule.name}:{client_key}", rule.quota) for rule in rules]
             decision = await _decide(engine.limiter, limits, self._cost)
-        if engine.has_exempt and engine.is_exempt(address):
-            await self.app(scope, receive, send)
-            return
         rule = rules[0] if len(rules) == 1 else self._binding(rules, decision)
         refuse = engine.settle(decision, self._counts[rule.name], engine.dry_run, rule.name, client_key)
         pending, send = attach(scope, send)

@@ -140,6 +140,53 @@ fn latin1(bytes: &[u8]) -> Cow<'_, str> {
     }
 }
 
+/// `(network address, prefix length)` pairs as a `NetSet`; an error names the first that is not a network.
+fn net_set(networks: Vec<(String, u8)>) -> PyResult<client::NetSet> {
+    let mut parsed = Vec::with_capacity(networks.len());
+    for (address, prefix) in networks {
+        parsed.push((ip_address(&address)?, prefix));
+    }
+    Ok(client::NetSet::new(parsed)
+        .map_err(|(address, prefix)| Error::Value(format!("{address}/{prefix} is not a network")))?)
+}
+
+fn ip_address(text: &str) -> PyResult<std::net::IpAddr> {
+    Ok(text
+        .parse()
+        .map_err(|_| Error::Value(format!("{text:?} is not an IP address")))?)
+}
+
+/// The addresses and networks whose clients are exempt from a limit, matched as `ferrolimit.keys.IPSet`
+/// matches them (which makes one with `IPSet.native()`).
+#[pyclass(module = "ferrolimit._core", frozen)]
+pub struct AddressSet {
+    set: client::AddressSet,
+}
+
+#[pymethods]
+impl AddressSet {
+    /// `exact`: single addresses, written as Python writes them; `networks`: `(network address, prefix
+    /// length)` pairs.
+    #[new]
+    fn py_new(exact: Vec<String>, networks: Vec<(String, u8)>) -> PyResult<Self> {
+        for address in &exact {
+            ip_address(address)?;
+        }
+        Ok(AddressSet {
+            set: client::AddressSet::new(exact, net_set(networks)?),
+        })
+    }
+
+    /// Whether `address` (a str) is in the set; False for anything else.
+    fn __contains__(&self, address: &Bound<'_, PyAny>) -> bool {
+        address
+            .cast::<PyString>()
+            .ok()
+            .and_then(|text| text.to_str().ok().map(|text| self.set.contains(text)))
+            .unwrap_or(false)
+    }
+}
+
 /// How the ASGI layers find the client of a request: `ferrolimit.keys.ClientIdentifier`'s rules, run
 /// natively on the common path (see `crate::client`).
 #[pyclass(module = "ferrolimit._core", frozen)]
@@ -148,9 +195,13 @@ pub struct ClientResolver {
 }
 
 impl ClientResolver {
-    /// Runs `then` with the client key of the request in `scope`; None, having run nothing, when the
-    /// client cannot be resolved here (no peer, a proxy that sent garbage, headers not as ASGI describes).
-    fn with_key<R>(&self, scope: &Bound<'_, PyDict>, then: impl FnOnce(&str) -> PyResult<R>) -> PyResult<Option<R>> {
+    /// Runs `then` with the client address and key of the request in `scope`; None, having run nothing, when
+    /// the client cannot be resolved here (no peer, a proxy that sent garbage, headers not as ASGI describes).
+    fn with_client<R>(
+        &self,
+        scope: &Bound<'_, PyDict>,
+        then: impl FnOnce(&str, &str) -> PyResult<R>,
+    ) -> PyResult<Option<R>> {
         let Some(peer) = peer_of(scope)? else {
             return Ok(None);
         };
@@ -159,7 +210,7 @@ impl ClientResolver {
         };
         let reads_headers = self.resolver.reads_headers();
         if !reads_headers && !peer.is_empty() && !peer.contains(':') {
-            return then(peer).map(Some); // an IPv4 peer and no proxy: the common case
+            return then(peer, peer).map(Some); // an IPv4 peer and no proxy: the common case
         }
         let raw = if reads_headers {
             match header_values(scope, self.resolver.header.name())? {
@@ -171,7 +222,7 @@ impl ClientResolver {
         };
         let values: SmallVec<[Cow<'_, str>; 2]> = raw.iter().map(|value| latin1(value.as_bytes())).collect();
         match self.resolver.resolve(peer, &values) {
-            Some(client) => then(&client.key).map(Some),
+            Some(client) => then(&client.address, &client.key).map(Some),
             None => Ok(None),
         }
     }
@@ -202,22 +253,7 @@ impl ClientResolver {
             ))
             .into());
         }
-        let trusted = match trusted {
-            None => None,
-            Some(networks) => {
-                let mut parsed = Vec::with_capacity(networks.len());
-                for (address, prefix) in networks {
-                    let address = address
-                        .parse()
-                        .map_err(|_| Error::Value(format!("{address:?} is not an IP address")))?;
-                    parsed.push((address, prefix));
-                }
-                Some(
-                    client::NetSet::new(parsed)
-                        .map_err(|(address, prefix)| Error::Value(format!("{address}/{prefix} is not a network")))?,
-                )
-            }
-        };
+        let trusted = trusted.map(net_set).transpose()?;
         Ok(ClientResolver {
             resolver: client::Resolver {
                 hops,
@@ -250,9 +286,15 @@ pub struct Charge {
     policy: String,
     counts: Py<Counts>,
     resolver: Py<ClientResolver>,
+    /// Clients let through untouched: not charged, not counted, no fields.
+    exempt: Option<client::AddressSet>,
 }
 
 impl Charge {
+    fn is_exempt(&self, address: &str) -> bool {
+        self.exempt.as_ref().is_some_and(|exempt| exempt.contains(address))
+    }
+
     /// Decides for `client`, offers the decision to `pending`, and counts it when allowed. A refusal comes
     /// back as a `Decision` for the caller to report; an allowance needs no object.
     fn decide<'py>(&self, py: Python<'py>, client: &str, pending: &Pending) -> PyResult<Option<Bound<'py, Decision>>> {
@@ -278,7 +320,7 @@ impl Charge {
 #[pymethods]
 impl Charge {
     #[new]
-    #[pyo3(signature = (limiter, prefix, quota, cost, renderer, policy, counts, resolver))]
+    #[pyo3(signature = (limiter, prefix, quota, cost, renderer, policy, counts, resolver, exempt = None))]
     #[allow(clippy::too_many_arguments)]
     fn py_new(
         limiter: &Bound<'_, Limiter>,
@@ -289,6 +331,7 @@ impl Charge {
         policy: String,
         counts: &Bound<'_, Counts>,
         resolver: &Bound<'_, ClientResolver>,
+        exempt: Option<&Bound<'_, AddressSet>>,
     ) -> PyResult<Self> {
         let held = limiter.get();
         if held.remote.is_some() {
@@ -311,6 +354,7 @@ impl Charge {
             policy,
             counts: counts.clone().unbind(),
             resolver: resolver.clone().unbind(),
+            exempt: exempt.map(|exempt| exempt.get().set.clone()),
         })
     }
 
@@ -323,7 +367,10 @@ impl Charge {
         let Ok(scope) = scope.cast::<PyDict>() else {
             return Ok(None);
         };
-        self.resolver.get().with_key(scope, |client| {
+        self.resolver.get().with_client(scope, |address, client| {
+            if self.is_exempt(address) {
+                return Ok(send.clone());
+            }
             let (pending, send) = send::attach(scope, send)?;
             Ok(match self.decide(py, client, pending.get())? {
                 None => send,
@@ -439,7 +486,10 @@ impl RouteCharges {
             }
         };
         let charge = charge.get();
-        charge.resolver.get().with_key(scope, |client| {
+        charge.resolver.get().with_client(scope, |address, client| {
+            if charge.is_exempt(address) {
+                return Ok(pyo3::types::PyBool::new(py, true).to_owned().into_any());
+            }
             Ok(match charge.decide(py, client, pending.get())? {
                 None => pyo3::types::PyBool::new(py, true).to_owned().into_any(),
                 Some(refused) => {

@@ -20,7 +20,7 @@ use crate::rate::{self, Rate};
 use crate::store::memory::OnFull;
 use crate::store::redis::{Mode, RedisLimiter};
 
-pub use asgi::{Charge, ClientResolver, Counts, RouteCharges};
+pub use asgi::{AddressSet, Charge, ClientResolver, Counts, RouteCharges};
 pub use concurrency::{ConcurrencyLimiter, Lease, Slot};
 pub use errors::{ConcurrencyLimitExceeded, CostExceedsLimitError};
 use errors::{Error, Result};
