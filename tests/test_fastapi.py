@@ -302,9 +302,18 @@ def test_dry_run_globally_and_per_limit(clock: FakeClock, caplog: pytest.LogCapt
     with caplog.at_level(logging.WARNING, logger="ferrolimit"):
         responses = [TestClient(app).get("/") for _ in range(3)]
     assert [r.status_code for r in responses] == [200, 200, 200]
-    assert "retry-after" not in responses[2].headers
+    assert responses[0].headers["x-ratelimit-remaining"] == "0"
+    assert "retry-after" not in responses[2].headers and "x-ratelimit-remaining" not in responses[2].headers
     assert limiter.stats() == {"root": {"allowed": 1, "limited": 0, "dry_run_limited": 2}}
     assert sum("would have limited 'root'" in record.getMessage() for record in caplog.records) == 2
+
+    # A limit that opts out of the limiter's dry run is enforced.
+    @app.get("/strict", dependencies=[rate_limit("1/min", name="strict", dry_run=False)])
+    async def strict() -> dict[str, bool]:
+        return {"ok": True}
+
+    assert [TestClient(app).get("/strict").status_code for _ in range(3)] == [200, 429, 429]
+    assert limiter.stats()["strict"] == {"allowed": 1, "limited": 2, "dry_run_limited": 0}
 
     enforcing = FastLimit(clock=clock)
     app = make_app(enforcing)

@@ -224,8 +224,10 @@ def test_error_handler_exempt_ips_and_key_function(clock: FakeClock) -> None:
 def test_dry_run_counts_and_logs_without_refusing(clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
     client, middleware = app_with(limit="1/min", dry_run=True, clock=clock)
     with caplog.at_level(logging.WARNING, logger="ferrolimit"):
-        statuses = [client.get("/").status_code for _ in range(3)]
-    assert statuses == [200, 200, 200]
+        responses = [client.get("/") for _ in range(3)]
+    assert [response.status_code for response in responses] == [200, 200, 200]
+    assert responses[0].headers["x-ratelimit-remaining"] == "0"
+    assert rate_headers(responses[2]) == {}, "a request let through by the dry run carries no refusal's fields"
     assert middleware.stats() == {"default": {"allowed": 1, "limited": 0, "dry_run_limited": 2}}
     assert sum("[dry run]: would have limited 'default'" in r.getMessage() for r in caplog.records) == 2
 

@@ -162,7 +162,8 @@ class Counts:
 class Charge:
     """One limit as the ASGI layers charge it on every request: a memory ``Limiter``, a key prefix, a rate
     (``None``: the limiter's own), a cost, the ``HeaderRenderer`` and policy name of its response fields, and the
-    ``Counts`` of its limit name; clients in ``exempt`` pass untouched."""
+    ``Counts`` of its limit name; clients in ``exempt`` pass untouched. In a ``dry_run`` a refusal is reported
+    as usual but its fields are not offered (the caller lets the request through)."""
 
     def __new__(
         cls,
@@ -175,6 +176,7 @@ class Charge:
         counts: Counts,
         resolver: ClientResolver,
         exempt: AddressSet | None = None,
+        dry_run: bool = False,
     ) -> Self: ...
     def admit(self, scope: Any, send: _Send) -> _Send | tuple[Decision, _Send, str] | None:
         """A middleware's whole common path for an HTTP ``scope``: the client resolved, the decision offered to the

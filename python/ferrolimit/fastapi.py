@@ -69,9 +69,9 @@ logger = logging.getLogger("ferrolimit")
 _CHECKED = "ferrolimit.checked"
 # A plain limit's check on one route: (key prefix, rate, cost, counts, limit name, whether the store is remote).
 _Plan = tuple[str, Quota, int, Counts, str, bool]
-# The same check made natively, the client resolved there too (no exemptions or dry run; memory store): (the
-# native charge, counts, limit name).
-_Direct = tuple[Charge, Counts, str]
+# The same check made natively, the client resolved and exemptions checked there too (memory store): (the native
+# charge, counts, limit name, whether the limit is a dry run).
+_Direct = tuple[Charge, Counts, str, bool]
 
 UserIdFunc = Callable[[Request], "str | int | Awaitable[str | int | None] | None"]
 F = TypeVar("F", bound=Callable[..., Any])
@@ -306,9 +306,9 @@ class RateLimit:
             decision, client_key = decided
             _, engine, _, direct = plans[id(request.scope["route"])]
             assert direct is not None, "a route is charged natively only with its plan"
-            charge, counts, name = direct
-            engine.settle(decision, counts, False, name, charge.prefix + client_key)
-            raise RateLimitExceeded.from_decision(decision, name)
+            charge, counts, name, dry_run = direct
+            if engine.settle(decision, counts, dry_run, name, charge.prefix + client_key):
+                raise RateLimitExceeded.from_decision(decision, name)
 
         rate_limit.__ferrolimit__ = self  # type: ignore[attr-defined]
         return rate_limit
@@ -326,7 +326,8 @@ class RateLimit:
             limiter = engine.limiter
             plan = (f"{name}:ip:", self._plain, self.rule.cost, counts, name, limiter.is_remote)
             # A Limiter subclass may override hit(): it is asked through its methods, never natively.
-            if not engine.dry_run and type(limiter) is Limiter and not limiter.is_remote:
+            if type(limiter) is Limiter and not limiter.is_remote:
+                dry_run = engine.dry_run if self.rule.dry_run is None else self.rule.dry_run
                 charge = Charge(
                     limiter,
                     plan[0],
@@ -337,8 +338,9 @@ class RateLimit:
                     counts,
                     engine.identifier.native,
                     engine.exempt_native,
+                    dry_run,
                 )
-                direct = (charge, counts, name)
+                direct = (charge, counts, name, dry_run)
         if route is not None:
             self._plans[id(route)] = (route, engine, plan, direct)
             self._charges.set(route, engine, direct[0] if direct is not None else None)

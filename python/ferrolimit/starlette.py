@@ -494,15 +494,15 @@ class RateLimitMiddleware:
         self._websocket = websocket
         self._counts = {rule.name: self.engine.counts(rule.name) for rule in self._all_rules()}
         engine = self.engine
-        # One app-wide limit by client address, enforced: the common case.
-        one_limit = self._default is not None and not self._has_rules and key is None and not engine.dry_run
-        self._fast = self._default if one_limit and not engine.has_exempt else None
+        # One app-wide limit by client address: the common case.
+        one_limit = self._default is not None and not self._has_rules and key is None
+        self._fast = self._default if one_limit and not engine.has_exempt and not engine.dry_run else None
         self._fast_counts = self._counts[name] if one_limit else Counts()
         own_rate = isinstance(engine.limiter, Limiter) and engine.limiter.quota == default
         self._fast_rate = None if own_rate else default
         self._fast_prefix = f"{name}:"
-        # The common case in one native call (exemptions included): a memory limiter of ferrolimit's own (a
-        # subclass may override hit(): it is asked through its methods) at its own rate.
+        # The common case in one native call (exemptions and dry run included): a memory limiter of ferrolimit's
+        # own (a subclass may override hit(): it is asked through its methods) at its own rate.
         self._admit = (
             Charge(
                 engine.limiter,
@@ -514,6 +514,7 @@ class RateLimitMiddleware:
                 self._fast_counts,
                 engine.identifier.native,
                 engine.exempt_native,
+                engine.dry_run,
             ).admit
             if one_limit and own_rate and type(engine.limiter) is Limiter and not engine.limiter.is_remote
             else None
@@ -583,7 +584,7 @@ class RateLimitMiddleware:
             return
         engine = self.engine
         fast = self._fast
-        if admitted is not None:  # the client resolved, not exempt, and the request refused natively
+        if admitted is not None:  # the client resolved, not exempt, and refused natively (or would be: dry run)
             decision, send, client_key = admitted
             rules = self._default_only
         elif fast is not None and scope_type == "http":

@@ -288,6 +288,8 @@ pub struct Charge {
     resolver: Py<ClientResolver>,
     /// Clients let through untouched: not charged, not counted, no fields.
     exempt: Option<client::AddressSet>,
+    /// A refusal is only reported (the caller lets the request through), so its fields are not offered.
+    dry_run: bool,
 }
 
 impl Charge {
@@ -306,9 +308,11 @@ impl Charge {
         let (decision, now_ns) = limiter
             .hit(&[(key, self.rates.as_slice())], self.cost)
             .map_err(Error::from)?;
-        self.renderer
-            .get()
-            .offer_to(pending, py, &decision, now_ns, &self.policy)?;
+        if decision.allowed || !self.dry_run {
+            self.renderer
+                .get()
+                .offer_to(pending, py, &decision, now_ns, &self.policy)?;
+        }
         if decision.allowed {
             self.counts.get().allowed.fetch_add(1, Ordering::Relaxed);
             return Ok(None);
@@ -320,7 +324,7 @@ impl Charge {
 #[pymethods]
 impl Charge {
     #[new]
-    #[pyo3(signature = (limiter, prefix, quota, cost, renderer, policy, counts, resolver, exempt = None))]
+    #[pyo3(signature = (limiter, prefix, quota, cost, renderer, policy, counts, resolver, exempt = None, dry_run = false))]
     #[allow(clippy::too_many_arguments)]
     fn py_new(
         limiter: &Bound<'_, Limiter>,
@@ -332,6 +336,7 @@ impl Charge {
         counts: &Bound<'_, Counts>,
         resolver: &Bound<'_, ClientResolver>,
         exempt: Option<&Bound<'_, AddressSet>>,
+        dry_run: bool,
     ) -> PyResult<Self> {
         let held = limiter.get();
         if held.remote.is_some() {
@@ -355,6 +360,7 @@ impl Charge {
             counts: counts.clone().unbind(),
             resolver: resolver.clone().unbind(),
             exempt: exempt.map(|exempt| exempt.get().set.clone()),
+            dry_run,
         })
     }
 
