@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ferrolimit import Decision, Limiter
+from ferrolimit import Decision, Limiter, Quota
 from tests.redis_server import RedisCluster, RedisServer, free_port
 
 POLICIES = ["allow", "deny", "memory"]
@@ -187,6 +187,33 @@ def _slot_owner(cluster: RedisCluster) -> Callable[[str], RedisServer]:
         return next(node for start, end, node in ranges if start <= slot <= end)
 
     return owner
+
+
+def test_a_decision_spanning_a_dead_node_counts_its_failures_against_that_node(redis_dir: Path) -> None:
+    """ip + user limits on a cluster: one decision, keys on two nodes. With one of them dead the decision is
+    the policy's, and its failures count against the dead node's breaker zone, never the live key's: that
+    key's own decisions stay with Redis, however often the spanning decision fails first."""
+    cluster = RedisCluster(redis_dir, full_coverage=False).start()
+    try:
+        limiter = make(cluster.url, "allow")
+        owner = _slot_owner(cluster)
+        victim = cluster.nodes[0]
+        keys = [f"client-{n}" for n in range(200)]
+        dead = next(key for key in keys if owner(key) is victim)
+        live = next(key for key in keys if owner(key) is not victim)
+        assert limiter.hit(live).remaining == 2
+        victim.kill()
+        quota = Quota("3/min")
+        for _ in range(4):  # twice the failures that open a breaker (breaker_failures=2)
+            assert limiter.hit_many([(live, quota), (dead, quota)]).allowed, "the policy: allow"
+        fallbacks = limiter.stats()["fallbacks"]
+        assert fallbacks == 4
+        # Redis still decides the live key: its count goes on from before the kill, and it runs out.
+        assert [limiter.hit(live).remaining for _ in range(2)] == [1, 0]
+        assert not limiter.hit(live).allowed
+        assert limiter.stats()["fallbacks"] == fallbacks
+    finally:
+        cluster.kill()
 
 
 @pytest.mark.parametrize("policy", ["allow", "deny"])

@@ -24,6 +24,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{Client, IntoConnectionInfo, RedisError, Script};
+use smallvec::SmallVec;
 
 use crate::decision::Decision;
 use crate::limiter::{AlgorithmKind, AnyLimiter, CostExceedsLimit};
@@ -215,8 +216,10 @@ struct Incident {
 const SLOTS_PER_ZONE: usize = 128;
 const CLUSTER_ZONES: usize = 16_384 / SLOTS_PER_ZONE;
 
-/// Which breaker a call answers to: always 0 for one server; on a cluster, the zone of its first key's slot.
-#[derive(Clone, Copy)]
+/// Which breaker a call answers to: always 0 for one server; on a cluster, the zone of its keys' slot. A
+/// decision whose keys span zones answers to each of them: it waits on Redis only when all are closed, and a
+/// failure counts against the zone of the node that failed.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Zone(usize);
 
 enum Admit {
@@ -704,11 +707,10 @@ impl RedisLimiter {
             self.denied.fetch_add(1, Ordering::Relaxed);
             return Ok(outcome);
         }
-        let zone = self.store.zone(&resolved[0].name);
-        let outcome = match self.run(zone, &resolved, cost, mode).await {
+        let outcome = match self.run(&resolved, cost, mode).await {
             Ok(outcome) => outcome,
-            Err(error) => {
-                if !matches!(error, BackendError::Breaker) {
+            Err((zone, error)) => {
+                if let Some(zone) = zone {
                     self.store.failed(zone, &error, self.options.on_backend_error);
                 }
                 self.store.counts.fallbacks.fetch_add(1, Ordering::Relaxed);
@@ -777,25 +779,47 @@ impl RedisLimiter {
         );
     }
 
-    async fn run(&self, zone: Zone, limits: &[Limit], cost: u64, mode: Mode) -> Result<Outcome, BackendError> {
-        let admit = self.store.admit(zone);
-        if matches!(admit, Admit::No) {
-            return Err(BackendError::Breaker);
+    /// Decides `limits` in Redis if every breaker zone they touch lets it; a failure comes back with the zone
+    /// it counts against (None: a breaker was open, nothing was asked).
+    async fn run(&self, limits: &[Limit], cost: u64, mode: Mode) -> Result<Outcome, (Option<Zone>, BackendError)> {
+        let mut zones: SmallVec<[Zone; 2]> = SmallVec::new();
+        for limit in limits {
+            let zone = self.store.zone(&limit.name);
+            if !zones.contains(&zone) {
+                zones.push(zone);
+            }
         }
-        // A probe dropped half-way (its awaitable cancelled) must not leave the breaker waiting for it.
-        let _probe = ProbeGuard {
-            store: &self.store,
-            zone,
-            armed: matches!(admit, Admit::Probe),
-        };
+        // A probe dropped half-way (its awaitable cancelled, or another zone open) must not leave the breaker
+        // waiting for it.
+        let mut probes: SmallVec<[ProbeGuard<'_>; 2]> = SmallVec::new();
+        for &zone in &zones {
+            match self.store.admit(zone) {
+                Admit::Yes => {}
+                Admit::Probe => probes.push(ProbeGuard {
+                    store: &self.store,
+                    zone,
+                    armed: true,
+                }),
+                Admit::No => return Err((None, BackendError::Breaker)),
+            }
+        }
         let result = self.run_admitted(limits, cost, mode).await;
         if result.is_ok() {
-            self.store.succeeded(zone);
+            for &zone in &zones {
+                self.store.succeeded(zone);
+            }
         }
-        result
+        result.map_err(|(zone, error)| (Some(zone), error))
     }
 
-    async fn run_admitted(&self, limits: &[Limit], cost: u64, mode: Mode) -> Result<Outcome, BackendError> {
+    /// `eval_group`, a failure tagged with the zone of the group's slot.
+    async fn eval_in_zone(&self, limits: &[&Limit], cost: u64, mode: Mode) -> Result<Outcome, (Zone, BackendError)> {
+        self.eval_group(limits, cost, mode)
+            .await
+            .map_err(|error| (self.store.zone(&limits[0].name), error))
+    }
+
+    async fn run_admitted(&self, limits: &[Limit], cost: u64, mode: Mode) -> Result<Outcome, (Zone, BackendError)> {
         if self.store.is_cluster() {
             let mut slots: Vec<u16> = limits.iter().map(|limit| cluster_slot(&limit.name)).collect();
             slots.sort_unstable();
@@ -814,20 +838,25 @@ impl RedisLimiter {
             }
         }
         let all: Vec<&Limit> = limits.iter().collect();
-        self.eval_group(&all, cost, mode).await
+        self.eval_in_zone(&all, cost, mode).await
     }
 
     /// Every slot checked first; commits only when all passed, slot by slot.
-    async fn run_across_slots(&self, groups: &[Vec<&Limit>], cost: u64, mode: Mode) -> Result<Outcome, BackendError> {
+    async fn run_across_slots(
+        &self,
+        groups: &[Vec<&Limit>],
+        cost: u64,
+        mode: Mode,
+    ) -> Result<Outcome, (Zone, BackendError)> {
         let check_mode = if mode == Mode::Hit { Mode::Test } else { mode };
         let mut outcomes = Vec::with_capacity(groups.len());
         for group in groups {
-            outcomes.push(self.eval_group(group, cost, check_mode).await?);
+            outcomes.push(self.eval_in_zone(group, cost, check_mode).await?);
         }
         if mode == Mode::Hit && outcomes.iter().all(|outcome| outcome.decision.allowed) {
             outcomes.clear();
             for group in groups {
-                let outcome = self.eval_group(group, cost, Mode::Hit).await?;
+                let outcome = self.eval_in_zone(group, cost, Mode::Hit).await?;
                 let denied = !outcome.decision.allowed;
                 outcomes.push(outcome);
                 if denied {
@@ -937,9 +966,15 @@ impl RedisLimiter {
         let Some(zone) = names.first().map(|name| self.store.zone(name)) else {
             return true;
         };
-        if matches!(self.store.admit(zone), Admit::No) {
+        let admit = self.store.admit(zone);
+        if matches!(admit, Admit::No) {
             return false;
         }
+        let _probe = ProbeGuard {
+            store: &self.store,
+            zone,
+            armed: matches!(admit, Admit::Probe),
+        };
         match self.store.delete(&names).await {
             Ok(()) => {
                 self.store.succeeded(zone);
