@@ -253,10 +253,7 @@ def test_lifespan_and_other_scopes_pass_through(clock: FakeClock) -> None:
     async def discard(message: object) -> None:
         return None
 
-    async def serve() -> None:
-        await middleware({"type": "lifespan"}, nothing, discard)
-
-    asyncio.run(serve())
+    asyncio.run(middleware({"type": "lifespan"}, nothing, discard))
     assert seen == ["lifespan"]
 
 
@@ -338,7 +335,7 @@ def test_requests_through_the_middleware_leave_no_reference_cycles() -> None:
 
 def test_servers_take_the_middleware_served_on_its_own_for_an_asgi3_app() -> None:
     """``uvicorn.run(RateLimitMiddleware(app, ...))``: servers tell ASGI 3 from ASGI 2 by
-    ``inspect.iscoroutinefunction(app.__call__)``, and the middleware's class ``__call__`` is a plain function."""
+    ``inspect.iscoroutinefunction(app.__call__)``."""
     import inspect
 
     import uvicorn

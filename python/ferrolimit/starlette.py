@@ -519,7 +519,6 @@ class RateLimitMiddleware:
             if one_limit and own_rate and type(engine.limiter) is Limiter and not engine.limiter.is_remote
             else None
         )
-        vars(self)["__call__"] = self._asgi3
 
     def _all_rules(self) -> list[_Rule]:
         rules = [self._default] + list(self._exact.values()) + [rule for _, rule in self._patterns]
@@ -557,27 +556,23 @@ class RateLimitMiddleware:
             rules.append(path_rule)
         return rules
 
-    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
-        """A plain function: on the common path (one native call decided and allowed the request) it hands back
-        the app's own awaitable, so no coroutine of ours runs for the request; everything else is `_serve`."""
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         admit = self._admit
         if admit is not None and scope["type"] == "http":
+            # The common case: one native call resolves the client, decides, counts and wraps `send`.
             admitted = admit(scope, send)
             if admitted is not None and not isinstance(admitted, tuple):
-                return self.app(scope, receive, admitted)
-            return self._serve(scope, receive, send, admitted)
-        return self._serve(scope, receive, send, None)
-
-    async def _asgi3(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """What servers that tell ASGI 3 from ASGI 2 by ``inspect.iscoroutinefunction(app.__call__)`` see
-        (uvicorn, hypercorn): ``__init__`` sets it on the instance, where attribute lookup finds it, while a call
-        ``app(scope, receive, send)`` takes the class's ``__call__``."""
-        await self(scope, receive, send)
+                await self.app(scope, receive, admitted)
+                return
+            await self._serve(scope, receive, send, admitted)
+            return
+        await self._serve(scope, receive, send, None)
 
     async def _serve(
         self, scope: Scope, receive: Receive, send: Send, admitted: tuple[Decision, Send, str] | None
     ) -> None:
-        """Every request but the common allowed one; `admitted` is the native refusal when there was one."""
+        """Every request but the common allowed one; `admitted` is the native refusal (or dry-run would-be
+        refusal) when there was one."""
         scope_type = scope["type"]
         if scope_type != "http" and (scope_type != "websocket" or not self._websocket):
             await self.app(scope, receive, send)
