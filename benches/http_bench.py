@@ -7,8 +7,11 @@ Each app runs under uvicorn (one worker, pinned to CPU 0 when there are two or m
 (pinned to CPU 1) over loopback keep-alive connections, or by a small asyncio client when `wrk` is missing.
 Each app is served by several processes: where the code and data land in memory changes from process to
 process (ASLR), and with it an app's speed, by as much as 10% between two processes of the same app. All the
-servers start first; then every process is loaded in turn, round after round, so drift hits all alike, and the
-median over all runs of an app is reported. The server's own CPU time per request is read from /proc as well. The
+servers start first; then every process is loaded in turn, round after round, each round in a new order so
+that a burst of load from elsewhere falls on different apps, and the median over all runs of an app is
+reported. On a shared machine these loopback figures still move by several percent from run to run; the
+in-process CPU times and the instruction counts below them are the steadier. The server's own CPU time per
+request is read from /proc as well. The
 limits are so high that nothing is refused: every request pays for the full allowed path (the check and its
 headers). Where valgrind and gcc are installed, the instructions of each request are counted too, under
 callgrind: a figure that does not move with the machine's load. `make bench` runs it;
@@ -20,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import re
 import shutil
 import socket
@@ -228,7 +232,7 @@ def load_wrk(port: int, seconds: float) -> tuple[int, float, int]:
             "wrk",
             "-t1",
             f"-c{CONNECTIONS}",
-            f"-d{max(1, round(seconds))}s",
+            f"-d{max(1, round(seconds))}s",  # whole seconds only
             "-H",
             f"X-Forwarded-For: {FORWARDED_FOR}",
             f"http://127.0.0.1:{port}/hello",
@@ -451,8 +455,8 @@ def available(package: str | None) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=1.5, help="load per server per round (default 1.5)")
-    parser.add_argument("--rounds", type=int, default=4, help="rounds over all servers (default 4)")
+    parser.add_argument("--seconds", type=int, default=1, help="load per server per round (default 1)")
+    parser.add_argument("--rounds", type=int, default=8, help="rounds over all servers, each in a new order (8)")
     parser.add_argument("--processes", type=int, default=3, help="server processes per app (default 3)")
     parser.add_argument(
         "--http",
@@ -495,6 +499,7 @@ def main() -> None:
         f"server processes per app, {options.seconds:g} s x {options.rounds} rounds each"
     )
     # (app, process) -> the runs' requests per second and CPU microseconds per request
+    shuffler = random.Random(42)
     rates: dict[tuple[str, int], list[float]] = {}
     cpu_us: dict[tuple[str, int], list[float]] = {}
     with contextlib.ExitStack() as servers:
@@ -507,7 +512,9 @@ def main() -> None:
             check(port, name)
             load(port, 1.0)  # warm up
         for round_number in range(options.rounds):
-            for (name, copy), (port, pid) in running.items():
+            order = list(running.items())
+            shuffler.shuffle(order)  # a burst of load from elsewhere falls on different apps each round
+            for (name, copy), (port, pid) in order:
                 cpu_before = cpu_seconds(pid)
                 requests, elapsed, errors = load(port, options.seconds)
                 cpu = cpu_seconds(pid) - cpu_before
