@@ -40,6 +40,7 @@ lint: dev ## clippy, rustfmt, ruff, mypy and stubtest
 	$(VENV)/bin/ruff check python tests examples benches
 	$(VENV)/bin/ruff format --check python tests examples benches
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy --python-version 3.10  # the oldest Python the wheel supports: its standard library
 	$(PY) -m mypy.stubtest ferrolimit --allowlist stubtest-allowlist.txt
 
 format: ## format Rust and Python
