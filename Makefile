@@ -54,7 +54,7 @@ bench: release ## benchmarks against peer libraries (release build)
 	timeout 300 $(PY) benches/redis_bench.py
 	timeout 300 $(PY) benches/lua_cost.py
 	@command -v wrk >/dev/null || apt-get install -y -q wrk >/dev/null 2>&1 || echo "wrk is not installed: the HTTP bench uses its asyncio client"
-	timeout 600 $(PY) benches/http_bench.py
+	timeout 900 $(PY) benches/http_bench.py  # about 7 minutes here
 
 demo: release ## build (release), run the quickstart, then serve examples/fastapi_app.py and fire a burst at it
 	$(PY) examples/quickstart.py
