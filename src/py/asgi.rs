@@ -493,10 +493,12 @@ impl RouteCharges {
         };
         let charge = charge.get();
         charge.resolver.get().with_client(scope, |address, client| {
-            if charge.is_exempt(address) {
-                return Ok(pyo3::types::PyBool::new(py, true).to_owned().into_any());
-            }
-            Ok(match charge.decide(py, client, pending.get())? {
+            let refused = if charge.is_exempt(address) {
+                None // let through untouched
+            } else {
+                charge.decide(py, client, pending.get())?
+            };
+            Ok(match refused {
                 None => pyo3::types::PyBool::new(py, true).to_owned().into_any(),
                 Some(refused) => {
                     PyTuple::new(py, [refused.into_any(), PyString::new(py, client).into_any()])?.into_any()
