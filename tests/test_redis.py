@@ -7,15 +7,29 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
+import os
+import select
+import signal
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from ferrolimit import CostExceedsLimitError, Decision, FakeClock, Limiter, Quota, TokenBucketLimiter
+from ferrolimit import (
+    ConcurrencyLimiter,
+    CostExceedsLimitError,
+    Decision,
+    FakeClock,
+    Lease,
+    Limiter,
+    Quota,
+    TokenBucketLimiter,
+)
 from tests.conftest import TIME_ALGORITHMS
 from tests.redis_server import RedisCluster, RedisServer
 
@@ -292,6 +306,7 @@ def test_a_cancelled_await_does_not_disturb_the_next_ones(redis_server: RedisSer
         await asyncio.sleep(0.01)
         for task in doomed:
             task.cancel()
+        await asyncio.gather(*doomed, return_exceptions=True)
         cancelled = [task.cancelled() for task in doomed]
         with pytest.raises(asyncio.CancelledError):
             await doomed[0]
@@ -341,3 +356,80 @@ def test_event_loops_that_are_gone_leave_no_open_files(redis_server: RedisServer
         assert asyncio.run(main())
     gc.collect()
     assert len(list(Path("/proc/self/fd").iterdir())) <= before + 2
+
+
+def _in_a_forked_child(work: Callable[[], object], seconds: float = 20) -> object:
+    """`work()` run in a child forked from this process, its result sent back as JSON; fails if the child
+    does not answer within `seconds` (it is killed then)."""
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            os.write(writer, json.dumps(work()).encode())
+        except BaseException as error:  # anything goes back to the parent, as text
+            os.write(writer, json.dumps(f"raised {error!r}").encode())
+        finally:
+            os._exit(0)
+    os.close(writer)
+    try:
+        ready, _, _ = select.select([reader], [], [], seconds)
+        if not ready:
+            os.kill(pid, signal.SIGKILL)
+            pytest.fail(f"the forked child did not answer within {seconds} s")
+        with os.fdopen(reader, "rb") as pipe:
+            return json.loads(pipe.read())
+    finally:
+        os.waitpid(pid, 0)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_process_forked_after_using_redis_decides_on_its_own_connection(redis_server: RedisServer) -> None:
+    """gunicorn --preload, Celery's prefork pool, multiprocessing's fork: the child inherits a runtime with no
+    threads and a connection that is the parent's. It must decide all the same, and leave the parent's
+    connection and leases alone."""
+    limiter = Limiter("10/min", "gcra", redis_server.url, key_prefix=prefix())
+    slots = ConcurrencyLimiter(2, redis_server.url, key_prefix=prefix())
+    assert limiter.hit("k").remaining == 9
+    assert asyncio.run(limiter.peek_async("k")).remaining == 9
+    held = slots.acquire_lease("job")
+    assert held.allowed
+
+    def child() -> object:
+        nonlocal held
+        del held  # the child's copy of the parent's lease: collecting it must not free the parent's slot
+        gc.collect()
+
+        async def main() -> int:
+            return (await limiter.hit_async("k")).remaining
+
+        kept.append(slots.acquire_lease("job"))  # held until the child exits: it leaves without releasing it
+        return [limiter.hit("k").remaining, asyncio.run(main()), kept[0].allowed]
+
+    kept: list[Lease] = []
+    assert _in_a_forked_child(child) == [8, 7, True]
+    assert limiter.hit("k").remaining == 6, "the parent's connection still works"
+    assert not slots.acquire_lease("job").allowed, "the parent's lease and the child's hold both slots"
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_the_async_methods_return_coroutines(store: str, redis_server: RedisServer) -> None:
+    """As an `async def` method's would be: asyncio.run and create_task take them, and one made outside any
+    event loop runs on the loop that awaits it."""
+    url = redis_server.url if store == "redis" else "memory://"
+    limiter = Limiter("10/min", "gcra", url, key_prefix=prefix())
+    slots = ConcurrencyLimiter(2, url, key_prefix=prefix())
+    made_outside_a_loop = limiter.hit_async("k")  # in memory it is decided already; on Redis when awaited
+    assert asyncio.run(limiter.hit_async("k")).allowed
+
+    async def main() -> list[bool]:
+        task = asyncio.create_task(limiter.hit_async("k"))
+        peeked = asyncio.create_task(limiter.peek_async("k"))
+        lease = asyncio.create_task(slots.acquire_lease_async("job"))
+        await asyncio.wait([peeked, lease])
+        held = lease.result().allowed
+        await lease.result().release_async()
+        return [(await task).allowed, peeked.result().limit == 10, held, (await made_outside_a_loop).allowed]
+
+    assert asyncio.run(main()) == [True] * 4
+    assert limiter.peek("k").remaining == 7, "three hits, each counted once"
+    assert slots.peek("job").remaining == 2

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -259,3 +261,22 @@ def test_a_dead_cluster_node_takes_only_its_own_slots_out(
         assert any("answers again" in record.getMessage() for record in caplog.records)
     finally:
         cluster.kill()
+
+
+def test_a_lease_whose_release_fails_as_python_exits_leaves_a_clean_exit(fresh_redis: RedisServer) -> None:
+    """The release runs on a tokio thread while the interpreter shuts down, fails, and has nobody to log to."""
+    script = (
+        "import sys\n"
+        "from ferrolimit import ConcurrencyLimiter\n"
+        f"lease = ConcurrencyLimiter(3, {fresh_redis.url!r}, timeout_ms=100).acquire_lease('k')\n"
+        "print(lease.allowed, flush=True)\n"
+        "sys.stdin.readline()\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None and child.stdout.readline() == "True\n"
+    fresh_redis.kill()
+    _, stderr = child.communicate("\n", timeout=30)
+    assert child.returncode == 0
+    assert "panicked" not in stderr, stderr

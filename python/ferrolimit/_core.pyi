@@ -1,6 +1,6 @@
 """The native core of ferrolimit. Everything here runs in Rust; nothing blocks on I/O."""
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Final, Literal, TypeAlias, final
 
 from typing_extensions import Self, disjoint_base
@@ -289,9 +289,9 @@ class Limiter:
     requests in this process until their ``retry_after``, so a blocked client's flood does not reach Redis
     (a ``reset`` elsewhere is not seen until then).
 
-    Sync methods release the GIL while they wait on Redis; the ``*_async`` methods return awaitables and
-    never block the event loop (in memory they are already done). Create Redis limiters after the process
-    forks (in each worker), not before.
+    Sync methods release the GIL while they wait on Redis; the ``*_async`` methods return coroutines and
+    never block the event loop (in memory they are already done). A process forked after using Redis makes
+    its own connection.
 
     Pass a ``FakeClock`` as ``clock`` to control time in tests; on Redis its time is then passed to the
     scripts instead of Redis ``TIME`` (tests only: every process must then share that clock).
@@ -337,21 +337,23 @@ class Limiter:
         On Redis also ``redis_calls``, ``backend_errors``, ``timeouts``, ``incidents``, ``fallbacks``,
         ``deny_cache_hits`` and ``breaker_open`` (1 while any breaker is open), shared by the limiters on the
         same server."""
-    def hit_async(self, key: str, cost: int = 1) -> Awaitable[Decision]:
+    def hit_async(self, key: str, cost: int = 1) -> Coroutine[Any, Any, Decision]:
         """``hit`` as an awaitable; on Redis the event loop runs on while the store answers."""
-    def allow_async(self, key: str, cost: int = 1) -> Awaitable[bool]:
+    def allow_async(self, key: str, cost: int = 1) -> Coroutine[Any, Any, bool]:
         """``allow`` as an awaitable."""
-    def test_async(self, key: str, cost: int = 1) -> Awaitable[Decision]:
+    def test_async(self, key: str, cost: int = 1) -> Coroutine[Any, Any, Decision]:
         """``test`` as an awaitable."""
-    def peek_async(self, key: str) -> Awaitable[Decision]:
+    def peek_async(self, key: str) -> Coroutine[Any, Any, Decision]:
         """``peek`` as an awaitable."""
-    def hit_many_async(self, limits: Sequence[tuple[str, str | Quota | None]], cost: int = 1) -> Awaitable[Decision]:
+    def hit_many_async(
+        self, limits: Sequence[tuple[str, str | Quota | None]], cost: int = 1
+    ) -> Coroutine[Any, Any, Decision]:
         """``hit_many`` as an awaitable."""
-    def reset_async(self, key: str) -> Awaitable[None]:
+    def reset_async(self, key: str) -> Coroutine[Any, Any, None]:
         """``reset`` as an awaitable."""
     def _ping(self) -> bool:
         """One PING on the Redis connection (False in memory or when it fails); for benchmarks."""
-    def _ping_async(self) -> Awaitable[bool]: ...
+    def _ping_async(self) -> Coroutine[Any, Any, bool]: ...
     @property
     def is_remote(self) -> bool:
         """Whether decisions are made by Redis rather than in this process."""
@@ -419,21 +421,21 @@ class ConcurrencyLimiter:
     def acquire(self, key: str, cost: int = 1) -> Decision:
         """Takes ``cost`` slots for ``key`` if free; give them back with ``release``. Raises
         ``CostExceedsLimitError`` if ``cost`` is larger than ``limit``."""
-    def acquire_async(self, key: str, cost: int = 1) -> Awaitable[Decision]:
+    def acquire_async(self, key: str, cost: int = 1) -> Coroutine[Any, Any, Decision]:
         """``acquire`` as an awaitable; on Redis the event loop runs on while the store answers."""
     def release(self, key: str, cost: int = 1) -> None:
         """Gives back ``cost`` slots of ``key`` taken by this process's ``acquire``; extra releases do nothing."""
-    def release_async(self, key: str, cost: int = 1) -> Awaitable[None]:
+    def release_async(self, key: str, cost: int = 1) -> Coroutine[Any, Any, None]:
         """``release`` as an awaitable."""
     def acquire_lease(self, key: str, cost: int = 1) -> Lease:
         """Takes ``cost`` slots for ``key`` if free, as a ``Lease`` (``lease.allowed`` says whether they were)."""
-    def acquire_lease_async(self, key: str, cost: int = 1) -> Awaitable[Lease]:
+    def acquire_lease_async(self, key: str, cost: int = 1) -> Coroutine[Any, Any, Lease]:
         """``acquire_lease`` as an awaitable."""
     def slot(self, key: str, cost: int = 1) -> Slot:
         """A context manager (``with`` or ``async with``) that holds ``cost`` slots of ``key`` for its block."""
     def peek(self, key: str) -> Decision:
         """Slots free for ``key`` now (``remaining``), and whether one more would pass."""
-    def peek_async(self, key: str) -> Awaitable[Decision]:
+    def peek_async(self, key: str) -> Coroutine[Any, Any, Decision]:
         """``peek`` as an awaitable."""
     def stats(self) -> dict[str, int]:
         """``allowed`` and ``denied`` acquisitions, ``store_full`` and ``keys`` (memory store); on Redis also
@@ -469,7 +471,7 @@ class Lease:
         """Whether the lease holds nothing any more (released, or never allowed)."""
     def release(self) -> None:
         """Gives the slots back (once); never raises on a Redis failure."""
-    def release_async(self) -> Awaitable[None]:
+    def release_async(self) -> Coroutine[Any, Any, None]:
         """``release`` as an awaitable."""
     def __bool__(self) -> bool: ...
     def __enter__(self) -> Self: ...

@@ -10,6 +10,7 @@
 use std::future::Future;
 
 use pyo3::exceptions::PyRuntimeError;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 
@@ -43,20 +44,132 @@ impl Done {
     }
 }
 
-/// Runs `work` on the tokio runtime and returns an asyncio future of its result.
+/// Runs `work` on the tokio runtime and returns a coroutine of its result (see `Call`).
 pub(super) fn spawn<F>(py: Python<'_>, work: F) -> PyResult<Bound<'_, PyAny>>
 where
     F: Future<Output = Done> + Send + 'static,
 {
-    static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    let get_running_loop = GET_RUNNING_LOOP.import(py, "asyncio", "get_running_loop")?;
-    let event_loop = get_running_loop.call0()?;
-    match imp::completer_for(py, &event_loop)? {
-        Some(completer) => imp::spawn(py, &event_loop, &completer, work),
+    static GET_EVENT_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let running = GET_EVENT_LOOP.import(py, "asyncio", "_get_running_loop")?.call0()?;
+    let state = if running.is_none() {
+        State::Unstarted(parking_lot::Mutex::new(Box::pin(work)))
+    } else {
+        State::Started(
+            start(py, &running, work)?
+                .call_method0(intern!(py, "__await__"))?
+                .unbind(),
+        )
+    };
+    Ok(Bound::new(py, Call { state })?.into_any())
+}
+
+/// Starts `work` for `event_loop` and returns the asyncio future of its result.
+fn start<'py, F>(py: Python<'py>, event_loop: &Bound<'py, PyAny>, work: F) -> PyResult<Bound<'py, PyAny>>
+where
+    F: Future<Output = Done> + Send + 'static,
+{
+    match imp::completer_for(py, event_loop)? {
+        Some(completer) => imp::spawn(py, event_loop, &completer, work),
+        // pyo3-async-runtimes' own runtime, not this process's (see `runtime`): only loops that cannot watch a
+        // file come here, Windows' proactor above all, where nothing forks.
         None => pyo3_async_runtimes::tokio::future_into_py(py, async move {
             let done = work.await;
             Python::attach(|py| done.into_py(py))
         }),
+    }
+}
+
+/// The exception `throw(kind, value)` raises: `kind` itself if it is one, else `kind(value)` or `kind()`.
+pub(super) fn thrown(kind: &Bound<'_, PyAny>, value: Option<&Bound<'_, PyAny>>) -> PyResult<PyErr> {
+    if kind.is_instance_of::<pyo3::exceptions::PyBaseException>() {
+        return Ok(PyErr::from_value(kind.clone()));
+    }
+    Ok(PyErr::from_value(match value {
+        Some(value) if !value.is_none() => kind.call1((value,))?,
+        _ => kind.call0()?,
+    }))
+}
+
+type Work = std::pin::Pin<Box<dyn Future<Output = Done> + Send>>;
+
+enum State {
+    /// Called with no event loop running: starts when first awaited, on the loop that awaits it. (In a
+    /// mutex only to be `Sync`, as a Python object must: `&mut self` methods never wait on it.)
+    Unstarted(parking_lot::Mutex<Work>),
+    /// The iterator of the asyncio future it waits on.
+    Started(Py<PyAny>),
+    Finished,
+}
+
+/// What the `*_async` methods return for a Redis call: a coroutine, as an `async def` method's would be, so
+/// `asyncio.run`, `asyncio.create_task` and task groups take it as well as `await` does. Called inside a
+/// running event loop, the call is on its way to Redis already; called outside one (`asyncio.run(
+/// limiter.hit_async(key))`), it starts when first awaited.
+#[pyclass(module = "ferrolimit._core")]
+pub struct Call {
+    state: State,
+}
+
+#[pymethods]
+impl Call {
+    fn __await__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.send(py, &py.None().into_bound(py))
+    }
+
+    fn send(&mut self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let iterator = match std::mem::replace(&mut self.state, State::Finished) {
+            State::Unstarted(work) => {
+                let event_loop = py.import("asyncio")?.call_method0("get_running_loop")?;
+                start(py, &event_loop, work.into_inner())?
+                    .call_method0(intern!(py, "__await__"))?
+                    .unbind()
+            }
+            State::Started(iterator) => iterator,
+            State::Finished => {
+                return Err(PyRuntimeError::new_err(
+                    "cannot reuse an already awaited ferrolimit call",
+                ));
+            }
+        };
+        let sent = iterator.bind(py).call_method1(intern!(py, "send"), (value,))?;
+        self.state = State::Started(iterator);
+        Ok(sent.unbind())
+    }
+
+    #[pyo3(signature = (kind, value=None, traceback=None))]
+    fn throw(
+        &mut self,
+        py: Python<'_>,
+        kind: &Bound<'_, PyAny>,
+        value: Option<&Bound<'_, PyAny>>,
+        traceback: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        match std::mem::replace(&mut self.state, State::Finished) {
+            State::Started(iterator) => {
+                let thrown = iterator
+                    .bind(py)
+                    .call_method1(intern!(py, "throw"), (kind, value, traceback))?;
+                self.state = State::Started(iterator);
+                Ok(thrown.unbind())
+            }
+            // Never started: nothing to stop, the exception goes back to the caller as it came.
+            _ => Err(thrown(kind, value)?),
+        }
+    }
+
+    fn close(&mut self, py: Python<'_>) -> PyResult<()> {
+        if let State::Started(iterator) = std::mem::replace(&mut self.state, State::Finished) {
+            iterator.bind(py).call_method0(intern!(py, "close"))?;
+        }
+        Ok(())
     }
 }
 
@@ -76,6 +189,7 @@ mod imp {
     use pyo3::sync::PyOnceLock;
     use pyo3::types::{PyWeakrefMethods, PyWeakrefReference};
 
+    use super::super::runtime::runtime;
     use super::Done;
 
     type Queue = Vec<(Py<PyAny>, Done)>;
@@ -248,7 +362,7 @@ mod imp {
             shared: Arc::clone(&completer.get().shared),
             future: Some(future.clone().unbind()),
         };
-        pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
+        runtime().spawn(async move {
             let done = work.await;
             if let Some(future) = pending.future.take() {
                 pending.shared.complete(future, done);

@@ -10,6 +10,7 @@ use pyo3::types::PyDict;
 use super::bridge::{self, Done};
 use super::errors::{Error, Result};
 use super::remote::{self, ready, RedisSettings};
+use super::runtime::runtime;
 use super::{make_clock, nanos, positive, Decision, FakeClock};
 use crate::decision;
 use crate::limiter::LeaseLimiter;
@@ -30,7 +31,7 @@ where
     F: std::future::Future + Send,
     F::Output: Send,
 {
-    py.detach(|| pyo3_async_runtimes::tokio::get_runtime().block_on(work))
+    py.detach(|| runtime().block_on(work))
 }
 
 impl Backend {
@@ -89,6 +90,8 @@ pub struct Held {
     now_ns: u64,
     /// `None` once released (or never allowed).
     token: Mutex<Option<LeaseToken>>,
+    /// The process that acquired it: a process forked meanwhile holds a copy, not the slots.
+    pid: u32,
 }
 
 impl Held {
@@ -100,6 +103,7 @@ impl Held {
             decision: taken.decision,
             now_ns: taken.now_ns,
             token: Mutex::new(taken.token),
+            pid: std::process::id(),
         })
     }
 
@@ -128,7 +132,7 @@ impl Held {
 
 /// A lease nobody can release any more (its `Lease` collected, its await cancelled, its `Slot` dropped while
 /// entered) gives its slots back rather than holding them until it expires; on Redis from a tokio task,
-/// without the GIL.
+/// without the GIL, and only in the process that acquired it.
 impl Drop for Held {
     fn drop(&mut self) {
         let Some(token) = self.token.get_mut().take() else {
@@ -140,9 +144,11 @@ impl Drop for Held {
                     limiter.release(&self.key, id, u64::MAX);
                 }
             }
+            // The copy a forked process inherited: the slots are its parent's, to release or to keep.
+            Backend::Redis(_) if self.pid != std::process::id() => {}
             Backend::Redis(remote) => {
                 let (remote, key) = (Arc::clone(remote), std::mem::take(&mut self.key));
-                pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
+                runtime().spawn(async move {
                     remote.release(&key, &token, u64::MAX).await;
                 });
             }

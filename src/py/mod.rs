@@ -6,6 +6,7 @@ mod concurrency;
 mod errors;
 mod headers;
 mod remote;
+mod runtime;
 mod send;
 
 use std::sync::Arc;
@@ -36,6 +37,10 @@ pub fn init_module(module: &Bound<'_, PyModule>) -> PyResult<()> {
         "ConcurrencyLimitExceeded",
         module.py().get_type::<ConcurrencyLimitExceeded>(),
     )?;
+    // asyncio.run, create_task and task groups take only coroutines; these are, in all but their type.
+    let coroutine = module.py().import("collections.abc")?.getattr("Coroutine")?;
+    coroutine.call_method1("register", (module.py().get_type::<bridge::Call>(),))?;
+    coroutine.call_method1("register", (module.py().get_type::<remote::Ready>(),))?;
     module.add("_SCOPE_PENDING", asgi::SCOPE_PENDING)?;
     module.add("_SCOPE_ENGINE", asgi::SCOPE_ENGINE)?;
     Ok(())

@@ -1,6 +1,6 @@
 //! `Limiter` on Redis: construction from a storage URL, sync calls that release the GIL while they wait,
-//! and the `*_async` methods, which return awaitables (tokio futures through pyo3-async-runtimes on Redis,
-//! an already-finished awaitable in memory).
+//! and the `*_async` methods, which return coroutines (a `Call` on Redis, an already-finished `Ready` in
+//! memory).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +11,7 @@ use pyo3::types::PyDict;
 
 use super::bridge::{self, Done};
 use super::errors::{Error, Result};
+use super::runtime::runtime;
 use super::{positive, quota_of, Decision, Limiter};
 use crate::limiter::{AlgorithmKind, AnyLimiter};
 use crate::rate::Rate;
@@ -44,10 +45,11 @@ fn millis(value: i64, what: &str) -> Result<Duration> {
     Ok(Duration::from_millis(positive(value, what)?))
 }
 
-/// Lines go to the `ferrolimit` logger: warnings when Redis fails, info when it answers again.
+/// Lines go to the `ferrolimit` logger: warnings when Redis fails, info when it answers again. None once the
+/// interpreter shuts down (a lease's last release failing as the process exits, say): there is no logger then.
 fn python_log() -> LogFn {
     Arc::new(|warning, message| {
-        Python::attach(|py| {
+        Python::try_attach(|py| {
             let logged = py
                 .import("logging")
                 .and_then(|logging| logging.call_method1("getLogger", ("ferrolimit",)))
@@ -127,8 +129,7 @@ pub(super) fn decide(
     cost: u64,
     mode: Mode,
 ) -> PyResult<Decision> {
-    let outcome =
-        py.detach(|| pyo3_async_runtimes::tokio::get_runtime().block_on(remote.decide(&borrowed(limits), cost, mode)));
+    let outcome = py.detach(|| runtime().block_on(remote.decide(&borrowed(limits), cost, mode)));
     let outcome = outcome.map_err(Error::from)?;
     Ok(Decision::from_core(outcome.decision, outcome.now_ns))
 }
@@ -152,7 +153,7 @@ fn decide_later<'py>(
 }
 
 pub(super) fn reset(py: Python<'_>, remote: &Arc<RedisLimiter>, key: &str, rates: &[Rate]) {
-    py.detach(|| pyo3_async_runtimes::tokio::get_runtime().block_on(remote.reset(key, rates)));
+    py.detach(|| runtime().block_on(remote.reset(key, rates)));
 }
 
 /// Adds the Redis counts to `stats()`; `allowed` and `denied` count every decision, fallbacks included.
@@ -177,7 +178,8 @@ pub(super) fn add_store_stats(store: &RedisStore, stats: &Bound<'_, PyDict>) -> 
     Ok(())
 }
 
-/// An awaitable whose result is already known: `await` returns it without a trip through the event loop.
+/// An awaitable whose result is already known: `await` returns it without a trip through the event loop. A
+/// coroutine to asyncio, as `Call` is.
 #[pyclass(module = "ferrolimit._core", frozen)]
 pub struct Ready {
     value: Py<PyAny>,
@@ -199,6 +201,18 @@ impl Ready {
 
     fn send(&self, py: Python<'_>, _value: &Bound<'_, PyAny>) -> PyResult<()> {
         self.__next__(py)
+    }
+
+    /// Nothing is awaited: the exception goes back to the caller as it came.
+    #[allow(clippy::unused_self)]
+    #[pyo3(signature = (kind, value=None, _traceback=None))]
+    fn throw(
+        &self,
+        kind: &Bound<'_, PyAny>,
+        value: Option<&Bound<'_, PyAny>>,
+        _traceback: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        Err(super::bridge::thrown(kind, value)?)
     }
 
     #[allow(clippy::unused_self)]
@@ -302,8 +316,7 @@ impl Limiter {
         let Some(remote) = &self.remote else {
             return false;
         };
-        py.detach(|| pyo3_async_runtimes::tokio::get_runtime().block_on(remote.store().ping()))
-            .is_ok()
+        py.detach(|| runtime().block_on(remote.store().ping())).is_ok()
     }
 
     /// `_ping` as an awaitable.

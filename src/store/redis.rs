@@ -234,12 +234,42 @@ pub struct RedisStore {
     target: Target,
     shown_url: String,
     options: ConnectOptions,
-    conn: Mutex<Option<Conn>>,
-    connecting: tokio::sync::Mutex<()>,
+    link: Mutex<Link>,
     breakers: Vec<Mutex<Breaker>>,
     incident: Mutex<Incident>,
     counts: StoreCounts,
     log: LogFn,
+}
+
+/// The connection to Redis of one process.
+///
+/// A process forked from one that had connected inherits the connection's socket, shared with the
+/// parent, and its tasks, which ran on the parent's tokio threads and do not exist in the child. The child
+/// connects afresh and never drops what it inherited: that would close nothing it could use and could
+/// stop the parent's registration of the socket with the event queue both share.
+struct Link {
+    pid: u32,
+    conn: Option<Conn>,
+    /// Held while connecting, so that concurrent calls wait for one connection rather than each making one.
+    connecting: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Link {
+    fn new() -> Link {
+        Link {
+            pid: std::process::id(),
+            conn: None,
+            connecting: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    /// This process's link: the inherited one forgotten in a child process.
+    fn here(&mut self) -> &mut Link {
+        if self.pid != std::process::id() {
+            std::mem::forget(std::mem::replace(self, Link::new()));
+        }
+        self
+    }
 }
 
 type Registry = Mutex<Vec<(String, ConnectOptions, Weak<RedisStore>)>>;
@@ -285,8 +315,7 @@ impl RedisStore {
             target,
             shown_url: redacted(url),
             options: options.clone(),
-            conn: Mutex::new(None),
-            connecting: tokio::sync::Mutex::new(()),
+            link: Mutex::new(Link::new()),
             breakers: (0..zones).map(|_| Mutex::new(Breaker::default())).collect(),
             incident: Mutex::new(Incident::default()),
             counts: StoreCounts::default(),
@@ -382,7 +411,7 @@ impl RedisStore {
                     // The probe after the cooldown connects afresh instead of waiting on a dead connection.
                     // (A cluster connection reconnects node by node by itself; dropping it would cut off the
                     // live nodes too.)
-                    *self.conn.lock() = None;
+                    self.link.lock().here().conn = None;
                 }
             }
         }
@@ -405,12 +434,17 @@ impl RedisStore {
     }
 
     async fn connection(&self) -> Result<Conn, BackendError> {
-        if let Some(conn) = self.conn.lock().clone() {
-            return Ok(conn);
-        }
-        let _connecting = self.connecting.lock().await;
-        if let Some(conn) = self.conn.lock().clone() {
-            return Ok(conn);
+        let connecting = {
+            let mut link = self.link.lock();
+            let link = link.here();
+            if let Some(conn) = &link.conn {
+                return Ok(conn.clone());
+            }
+            Arc::clone(&link.connecting)
+        };
+        let _connecting = connecting.lock().await;
+        if let Some(conn) = &self.link.lock().here().conn {
+            return Ok(conn.clone());
         }
         let connect = async {
             match &self.target {
@@ -431,7 +465,7 @@ impl RedisStore {
             .await
             .map_err(|_| BackendError::Timeout)?
             .map_err(BackendError::Redis)?;
-        *self.conn.lock() = Some(conn.clone());
+        self.link.lock().here().conn = Some(conn.clone());
         Ok(conn)
     }
 
