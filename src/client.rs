@@ -127,8 +127,8 @@ impl NetSet {
 }
 
 /// Addresses and networks clients are exempt by, as `ferrolimit.keys.IPSet` matches them: a single address
-/// by its text (as Python writes it), and, when there are networks as well, any address that parses to one
-/// of the single addresses or into one of the networks.
+/// by its text (as Python writes it), and any address that parses to one of the single addresses or into
+/// one of the networks; without networks, IPv4 text is matched by its text alone (no parsing).
 #[derive(Clone, Debug, Default)]
 pub struct AddressSet {
     exact: std::collections::HashSet<String>,
@@ -148,7 +148,9 @@ impl AddressSet {
         if self.exact.contains(address) {
             return true;
         }
-        !self.networks.is_empty()
+        // IPv6 in any spelling, IPv4-mapped IPv6 (a dual-stack server's IPv4 peers) parsed; usual IPv4 text
+        // matches a single address by that text alone.
+        (!self.networks.is_empty() || address.contains(':'))
             && parse_address(address).is_some_and(|parsed| {
                 self.exact.contains(&format_address(parsed)) || self.networks.contains_address(parsed)
             })

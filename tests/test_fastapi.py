@@ -7,9 +7,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from fastapi.testclient import TestClient
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ferrolimit import (
     Algorithm,
@@ -696,3 +697,102 @@ def test_route_caches_stay_one_entry_per_route_through_included_routers() -> Non
     assert len(limited.dependency.__ferrolimit__._plans) == 2
     assert len(fastlimit._route_limits) == 2
     assert set(fastlimit.stats()) == {"GET /v1/items/{item_id}", "GET /v2/items/{item_id}"}
+
+
+def test_a_rate_limit_exceeded_the_app_raises_itself_is_a_429_as_fastlimit_makes_it(clock: FakeClock) -> None:
+    app = make_app(FastLimit(clock=clock))
+
+    @app.get("/quota")
+    async def quota() -> None:
+        raise RateLimitExceeded(retry_after=30, detail="Monthly quota used up")
+
+    @app.get("/plan")
+    async def plan() -> None:
+        raise RateLimitExceeded(7, "Plan limit reached", limit=1000, reset_ms=(T0 + 3600) * 1000)
+
+    client = TestClient(app)
+    used_up = client.get("/quota")
+    assert limits(used_up) == (429, None, None, None, "30")
+    assert used_up.json() == {"detail": "Monthly quota used up", "retry_after": 30}
+    plan_reached = client.get("/plan")
+    assert limits(plan_reached) == (429, "1000", "0", str(T0 + 3600), "7")
+    assert plan_reached.json() == {"detail": "Plan limit reached", "retry_after": 7}
+
+
+def test_init_app_again_on_the_same_app_replaces_the_limiter(clock: FakeClock) -> None:
+    """As a test fixture does, making a fresh limiter for each test of one module-level app."""
+    app = FastAPI()
+
+    @app.get("/x", dependencies=[rate_limit("2/min")])
+    async def x() -> dict[str, bool]:
+        return {"ok": True}
+
+    statuses = []
+    for number in range(3):
+        handler = (lambda request, exc, n=number: PlainTextResponse(f"slow down {n}", 429)) if number else None
+        FastLimit(clock=clock, error_handler=handler).init_app(app)  # the 2nd and 3rd after the app started
+        client = TestClient(app)
+        responses = [client.get("/x") for _ in range(3)]
+        statuses.append([response.status_code for response in responses])
+        assert responses[1].headers["x-ratelimit-remaining"] == "0", "the headers come from the new limiter"
+        if number:
+            assert responses[2].text == f"slow down {number}", "the new limiter's error handler answers"
+    assert statuses == [[200, 200, 429]] * 3
+
+
+def test_init_app_after_the_app_started_still_limits_and_says_what_is_lost(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = FastAPI()
+
+    @app.get("/x", dependencies=[rate_limit("1/min")])
+    async def x() -> dict[str, bool]:
+        return {"ok": True}
+
+    client = TestClient(app)
+    with pytest.raises(FastLimitNotInitialized):
+        client.get("/x")
+    with caplog.at_level(logging.WARNING, logger="ferrolimit"):
+        FastLimit(clock=clock, error_handler=lambda request, exc: PlainTextResponse("unused", 429)).init_app(app)
+    assert "after the app started" in caplog.text and "error_handler is not used" in caplog.text
+    assert client.get("/x").status_code == 200
+    refused = client.get("/x")
+    assert (refused.status_code, refused.headers["retry-after"]) == (429, "60")
+    assert refused.json() == {"detail": "Rate limit exceeded: 1 per 1 minute"}, "FastAPI's own HTTPException body"
+
+
+def test_a_limit_on_the_app_serves_its_websocket_routes_too(clock: FakeClock) -> None:
+    app = make_app(FastLimit(clock=clock), dependencies=[rate_limit("2/min")])
+
+    @app.websocket("/ws")
+    async def echo(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text(await websocket.receive_text())
+        await websocket.close()
+
+    @app.get("/x")
+    async def x() -> dict[str, bool]:
+        return {"ok": True}
+
+    client = TestClient(app)
+    for _ in range(2):
+        with client.websocket_connect("/ws") as websocket:
+            websocket.send_text("hi")
+            assert websocket.receive_text() == "hi"
+    with pytest.raises(WebSocketDisconnect) as refused, client.websocket_connect("/ws"):
+        pass
+    assert (refused.value.code, refused.value.reason) == (1008, "Rate limit exceeded: 2 per 1 minute")
+    assert client.get("/x").headers["x-ratelimit-remaining"] == "1", "HTTP routes have their own quota"
+
+
+def test_a_field_the_handler_sets_itself_is_not_repeated(clock: FakeClock) -> None:
+    app = make_app(FastLimit(clock=clock))
+
+    @app.get("/relay", dependencies=[rate_limit("5/min")])
+    async def relay(response: Response) -> dict[str, bool]:
+        response.headers["X-RateLimit-Limit"] = "999"  # the upstream's limit, relayed
+        return {"ok": True}
+
+    response = TestClient(app).get("/relay")
+    assert response.headers.get_list("x-ratelimit-limit") == ["999"]
+    assert response.headers.get_list("x-ratelimit-remaining") == ["4"]

@@ -126,3 +126,25 @@ def test_100k_requests_with_random_forwarded_for_and_paths_stay_bounded() -> Non
     assert store.stats()["store_full"] > 0, "new keys beyond the cap were let through untracked"
     assert set(middleware.stats()) == {"default", "/items/{item_id}"}, "counts are per rule, never per key or path"
     assert _parse_address.cache_info().currsize <= 8192 and _group_ipv6.cache_info().currsize <= 8192
+
+
+def test_a_proxy_named_by_its_address_is_trusted_when_a_dual_stack_server_maps_it(clock: FakeClock) -> None:
+    """uvicorn --host :: reports an IPv4 proxy as ::ffff:10.0.0.1: the proxy is still trusted, on the native path
+    (one plain limit) and on the general one (an ip + user limit), so its clients are not pooled as one."""
+    app = FastAPI()
+    FastLimit(clock=clock, trusted_proxies=["10.0.0.1"], user_id_func=lambda r: r.headers.get("x-user")).init_app(app)
+
+    @app.get("/plain", dependencies=[rate_limit("2/min")])
+    async def plain() -> dict[str, bool]:
+        return {"ok": True}
+
+    @app.get("/dual", dependencies=[rate_limit(ip="2/min", user="50/min")])
+    async def dual() -> dict[str, bool]:
+        return {"ok": True}
+
+    proxy = TestClient(app, client=("::ffff:10.0.0.1", 5000))
+    for path in ("/plain", "/dual"):
+        statuses = [proxy.get(path, headers={"x-forwarded-for": f"198.51.100.{n}"}).status_code for n in range(4)]
+        assert statuses == [200] * 4, path
+        same = [proxy.get(path, headers={"x-forwarded-for": "198.51.100.9"}).status_code for _ in range(3)]
+        assert same == [200, 200, 429], path

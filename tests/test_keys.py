@@ -139,7 +139,7 @@ def test_ipset_matches_addresses_and_networks() -> None:
 
 def test_the_native_address_set_agrees_with_ipset() -> None:
     """The ASGI layers check exemptions natively on their common path; ``IPSet`` is the reference, down to its
-    quirk: with single addresses only, an address matches by its text alone."""
+    quirk: with single addresses only, IPv4 text matches by its text alone."""
     sets = [
         IPSet(["127.0.0.1", "10.0.0.0/8", "2001:db8::/32"]),
         IPSet(["10.0.0.1", "::1"]),  # single addresses only
@@ -159,6 +159,14 @@ def test_the_native_address_set_agrees_with_ipset() -> None:
         AddressSet(["10.0.0.300"], [])
     with pytest.raises(ValueError, match="not a network"):
         AddressSet([], [("10.0.0.0", 33)])
+
+
+def test_an_ipv4_mapped_peer_is_the_ipv4_address_it_carries() -> None:
+    """A server listening on "::" reports IPv4 peers as ::ffff:a.b.c.d; a set of single addresses must see them."""
+    single = IPSet(["10.0.0.1", "2001:db8::5"])
+    for ip_set in (single, single.native()):
+        assert "::ffff:10.0.0.1" in ip_set and "::FFFF:10.0.0.1" in ip_set and "2001:0db8:0:0::5" in ip_set
+        assert "::ffff:10.0.0.2" not in ip_set and "10.0.0.2" not in ip_set
 
 
 def test_route_name_is_the_template() -> None:

@@ -10,7 +10,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.testclient import TestClient, WebSocketDenialResponse
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -18,6 +18,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from ferrolimit import (
     Decision,
     FakeClock,
+    FastLimit,
     HeaderConfig,
     Limiter,
     Quota,
@@ -409,3 +410,46 @@ def test_a_limiter_subclass_is_asked_through_its_own_methods() -> None:
     api = TestClient(app)
     assert [api.get("/").status_code for _ in range(3)] == [200, 200, 429]
     assert seen == ["GET /:ip:testclient"] * 3
+
+
+def test_rules_match_the_path_the_app_routes_on_under_a_root_path_or_a_mount(clock: FakeClock) -> None:
+    rules = {"/login": "2/min", "/health": None}
+    # uvicorn --root-path /svc: the path keeps the prefix, and the app routes on what follows it.
+    served = RateLimitMiddleware(Starlette(routes=ROUTES), limit="100/min", rules=rules, clock=clock)
+    client = TestClient(served, root_path="/svc")
+    assert [client.post("/svc/login").status_code for _ in range(3)] == [200, 200, 429]
+    assert "x-ratelimit-limit" not in client.get("/svc/health").headers
+    # The same middleware around an app mounted at /v1.
+    limited = RateLimitMiddleware(Starlette(routes=ROUTES), limit="100/min", rules=rules, clock=clock)
+    client = TestClient(Starlette(routes=[Mount("/v1", limited)]))
+    assert [client.post("/v1/login").status_code for _ in range(3)] == [200, 200, 429]
+    assert client.get("/v1/login").headers["x-ratelimit-limit"] == "2"
+    assert "x-ratelimit-limit" not in client.get("/v1/health").headers
+
+
+def test_the_most_specific_pattern_applies_whatever_the_order(clock: FakeClock) -> None:
+    rules = {"/api/*": "2/min", "/api/public/*": None, "/users/*": "5/min", "/users/{user_id}": "1/min"}
+    client, _ = app_with(rules=rules, clock=clock)
+    assert {client.get("/api/public/x").status_code for _ in range(5)} == {200}
+    assert [client.get("/api/private").status_code for _ in range(3)] == [200, 200, 429]
+    assert [client.get("/users/7").status_code for _ in range(2)] == [200, 429], "the template is more specific"
+
+
+def test_a_shared_limiter_takes_no_options_of_its_own(clock: FakeClock) -> None:
+    shared = FastLimit(clock=clock)
+    RateLimitMiddleware(Starlette(), limit="5/min", limiter=shared, max_keys=1_000_000)  # the default: harmless
+    with pytest.raises(TypeError, match="set exempt_ips, trusted_proxies, dry_run on the FastLimit instead"):
+        RateLimitMiddleware(Starlette(), limiter=shared, exempt_ips=["10.0.0.1"], dry_run=True, trusted_proxies=1)
+
+
+def test_a_field_the_response_sets_itself_is_not_repeated(clock: FakeClock) -> None:
+    async def upstream(request: Request) -> Response:
+        return JSONResponse({}, headers={"X-RateLimit-Limit": "5000", "x-ratelimit-remaining": "4999"})
+
+    client, _ = app_with(limit="100/min", clock=clock, headers=HeaderConfig(ietf=True))
+    client.app.app.routes.append(Route("/upstream", upstream))  # type: ignore[attr-defined]
+    response = client.get("/upstream")
+    assert response.headers.get_list("x-ratelimit-limit") == ["5000"]
+    assert response.headers.get_list("x-ratelimit-remaining") == ["4999"]
+    assert response.headers.get_list("x-ratelimit-reset") == [str(T0 + 1)], "the fields it left out are added"
+    assert response.headers["ratelimit"] == '"default";r=99;t=1'

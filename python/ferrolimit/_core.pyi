@@ -495,11 +495,11 @@ def attach(scope: Any, send: _Send) -> tuple[Pending, _Send]:
 
 def send_with_headers(send: _Send, pending: Pending) -> _Send:
     """``send``, writing ``pending``'s fields (see ``HeaderRenderer.offer``) on the message that starts the response.
-    A field the response already carries is not repeated when its status is an error (an error handler may have set
-    its own)."""
+    A field the response already carries (set by the app, an error handler or an upstream it relays) is not repeated."""
 
-def header_layer(app: Any, limiter: Any) -> Callable[[Any, Any, _Send], Awaitable[None]]:
-    """The ASGI layer ``FastLimit.init_app`` adds around ``app``: puts ``limiter`` in the scope and, on HTTP, writes
-    the request's pending fields on the response start, whoever builds the response (the handler, an exception
-    handler, a streaming body). A builtin function that hands back the inner app's awaitable, so it belongs inside
-    Starlette's middleware stack, never where a server inspects the app."""
+def header_layer(app: Any, holder: list[Any]) -> Callable[[Any, Any, _Send], Awaitable[None]]:
+    """The ASGI layer ``FastLimit.init_app`` adds around ``app``: puts the limiter ``holder[0]`` in the scope and, on
+    HTTP, writes the request's pending fields on the response start, whoever builds the response (the handler, an
+    exception handler, a streaming body). ``holder`` is a one-item list, so that a later ``init_app`` on the same
+    app puts its own limiter there. A builtin function that hands back the inner app's awaitable, so it belongs
+    inside Starlette's middleware stack, never where a server inspects the app."""

@@ -20,16 +20,28 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from fastapi import Depends, FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
-from starlette.requests import Request
+from starlette.exceptions import WebSocketException
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.types import Scope
 
-from ferrolimit._core import Charge, Counts, Decision, FakeClock, Limiter, Pending, Quota, RouteCharges, header_layer
+from ferrolimit._core import (
+    Charge,
+    Counts,
+    Decision,
+    FakeClock,
+    Limiter,
+    Pending,
+    Quota,
+    RouteCharges,
+    exceeded_detail,
+    header_layer,
+)
 from ferrolimit.keys import matched_route
 from ferrolimit.starlette import (
     _ENGINE,
@@ -67,6 +79,8 @@ __all__ = [
 logger = logging.getLogger("ferrolimit")
 
 _CHECKED = "ferrolimit.checked"
+# The app.state attribute holding the one-item list whose limiter the header layer and the 429 handler serve.
+_HOLDER = "_ferrolimit_holder"
 # A plain limit's check on one route: (key prefix, rate, cost, counts, limit name, whether the store is remote).
 _Plan = tuple[str, Quota, int, Counts, str, bool]
 # The same check made natively, the client resolved and exemptions checked there too (memory store): (the native
@@ -151,17 +165,30 @@ class FastLimit(_Engine):
 
     def init_app(self, app: FastAPI) -> None:
         """Attaches this limiter to ``app``: its 429 handler, the layer that writes headers on every response
-        of a limited route, and the 429 in the OpenAPI schema of limited routes."""
+        of a limited route, and the 429 in the OpenAPI schema of limited routes. Call it before the app starts.
+        Called again on the same app (a test fixture making a fresh limiter, say), the new limiter replaces the
+        old one, even after the app started."""
         app.state.fastlimit = self
-        app.add_exception_handler(RateLimitExceeded, self._exception_handler)  # type: ignore[arg-type]
-        try:
-            app.add_middleware(header_layer, limiter=self)
-        except RuntimeError:
-            logger.warning(
-                "ferrolimit: init_app was called after the app started; headers will be set on the dependency's "
-                "Response only, so responses the handler builds itself will not carry them"
-            )
-        _document_429(app, self)
+        holder: list[FastLimit] | None = getattr(app.state, _HOLDER, None)
+        if holder is not None:  # an earlier init_app installed the layer and the handler: both serve this one now
+            holder[0] = self
+            app.openapi_schema = None
+        else:
+            holder = [self]
+            try:
+                app.add_middleware(header_layer, holder=holder)
+            except RuntimeError:
+                logger.warning(
+                    "ferrolimit: init_app was called after the app started (in its lifespan?), too late to install "
+                    "the layer that writes the rate-limit headers and the handler that writes the 429: limits are "
+                    "enforced, but a refused request gets FastAPI's own HTTPException response (with Retry-After "
+                    "only; error_handler is not used), and allowed ones carry the headers only where the handler "
+                    "returns no Response of its own. Call init_app right after creating the app."
+                )
+            else:
+                setattr(app.state, _HOLDER, holder)
+            app.add_exception_handler(RateLimitExceeded, _handle_exceeded)  # type: ignore[arg-type]
+            _document_429(app)
         if self.dry_run:
             logger.warning("ferrolimit is running in DRY RUN mode: limits are logged and counted, not enforced.")
 
@@ -289,14 +316,15 @@ class RateLimit:
     def __repr__(self) -> str:
         return f"RateLimit({self.rule!r})"
 
-    def _dependency(self) -> Callable[[Request, Response], Awaitable[None]]:
+    def _dependency(self) -> Callable[[HTTPConnection, Response], Awaitable[None]]:
         """What ``rate_limit()`` hands to ``Depends``: a function (FastAPI calls one more cheaply than an object)
         that takes the common case in one native call (this route's only limit, in memory, the client resolved
-        there too) and leaves the rest to ``self``."""
+        there too) and leaves the rest to ``self``. It takes an ``HTTPConnection``, so that a limit among the
+        app's or a router's dependencies serves their WebSocket routes too (limiting connection attempts)."""
         admit = self._charges.admit
         plans = self._plans
 
-        async def rate_limit(request: Request, response: Response) -> None:
+        async def rate_limit(request: HTTPConnection, response: Response) -> None:
             decided = admit(request.scope)
             if decided is True:
                 return
@@ -308,7 +336,7 @@ class RateLimit:
             assert direct is not None, "a route is charged natively only with its plan"
             charge, counts, name, dry_run = direct
             if engine.settle(decision, counts, dry_run, name, charge.prefix + client_key):
-                raise RateLimitExceeded.from_decision(decision, name)
+                raise _refusal(request.scope, decision, name)
 
         rate_limit.__ferrolimit__ = self  # type: ignore[attr-defined]
         return rate_limit
@@ -346,7 +374,7 @@ class RateLimit:
             self._charges.set(route, engine, direct[0] if direct is not None else None)
         return plan
 
-    async def __call__(self, request: Request, response: Response) -> None:
+    async def __call__(self, request: HTTPConnection, response: Response) -> None:
         scope = request.scope
         pending = scope.get(_PENDING)
         engine = scope.get(_ENGINE)
@@ -374,7 +402,7 @@ class RateLimit:
                     counts.add(allowed=1)
                     return
                 engine.settle(decision, counts, False, name, key)
-                raise RateLimitExceeded.from_decision(decision, name)
+                raise _refusal(scope, decision, name)
         checked = scope.get(_CHECKED)
         if checked is not None and self in checked:
             return  # an earlier limit of this route checked this one with it, in the same call
@@ -384,7 +412,8 @@ class RateLimit:
         scope[_CHECKED] = group
         user_id = None
         if engine.user_id_func is not None and any(dep.rule.user_limit is not None for dep in group):
-            user_id = await _maybe_await(engine.user_id_func(request))
+            # On a WebSocket route the request is a WebSocket: the same headers, client, state and scope.
+            user_id = await _maybe_await(engine.user_id_func(cast(Request, request)))
         # Limits that can refuse are charged together, all or nothing, one call per cost; a dry-run limit
         # is charged on its own, so its would-be refusals do not stop the others.
         enforced: dict[int, list[tuple[str, str, Quota]]] = {}
@@ -413,13 +442,13 @@ class RateLimit:
             name = _binding_name(limits, decision)
             engine.settle(decision, engine.counts(name), False, name, limits[0][1])
             engine.renderer.offer(shown, decision, name)
-            raise RateLimitExceeded.from_decision(decision, name)
+            raise _refusal(scope, decision, name)
         if pending is None:
             for header, value in shown.fields:
                 response.headers[header.decode()] = value.decode()
 
     async def _limit(
-        self, engine: "FastLimit", request: Request, name: str, client_key: str, user_id: object
+        self, engine: "FastLimit", request: HTTPConnection, name: str, client_key: str, user_id: object
     ) -> tuple[str, Quota]:
         """The (key, rate) this rule charges for ``request``."""
         limit_rule = self.rule
@@ -430,13 +459,21 @@ class RateLimit:
             if engine.user_id_func is None and limit_rule.ip_limit is None:
                 raise MissingUserID(name)
         if limit_rule.key is not None:
-            custom = await _maybe_await(limit_rule.key(request))
+            custom = await _maybe_await(limit_rule.key(cast(Request, request)))  # a WebSocket on its routes
             if custom is not None:
                 client_key = f"key:{custom}"
         # An anonymous caller of a user-only limit is limited by address at the user rate.
         quota = limit_rule.ip_limit or limit_rule.user_limit
         assert isinstance(quota, Quota)  # a BucketConfig became a Quota in RateLimitRule.__post_init__
         return f"{name}:ip:{client_key}", quota
+
+
+def _refusal(scope: Scope, decision: Decision, name: str) -> Exception:
+    """What a refused request raises: ``RateLimitExceeded`` (a 429), or for a WebSocket connection attempt a
+    close with 1008 (policy violation) before it is accepted."""
+    if scope["type"] == "websocket":
+        return WebSocketException(1008, exceeded_detail(decision))
+    return RateLimitExceeded.from_decision(decision, name)
 
 
 def _binding_name(limits: list[tuple[str, str, Quota]], decision: Decision) -> str:
@@ -448,7 +485,15 @@ def _binding_name(limits: list[tuple[str, str, Quota]], decision: Decision) -> s
     return limits[0][0]
 
 
-def get_limiter(request: Request) -> FastLimit:
+async def _handle_exceeded(request: Request, exc: RateLimitExceeded) -> Response:
+    """The app's handler for ``RateLimitExceeded``: the 429 of the limiter serving the request."""
+    engine = request.scope.get(_ENGINE)
+    if not isinstance(engine, FastLimit):
+        engine = get_limiter(request)
+    return await engine._exception_handler(request, exc)
+
+
+def get_limiter(request: HTTPConnection) -> FastLimit:
     """The ``FastLimit`` attached to the request's app."""
     engine = getattr(request.app.state, "fastlimit", None)
     if not isinstance(engine, FastLimit):
@@ -564,41 +609,16 @@ def _api_routes(routes: Iterable[Any]) -> Iterator[Any]:
                 yield from (context for context in contexts() if isinstance(context.original_route, APIRoute))
 
 
-def _document_429(app: FastAPI, limiter: FastLimit) -> None:
-    """Adds the 429 response, with its header names, to the OpenAPI operation of every limited route."""
+def _document_429(app: FastAPI) -> None:
+    """Adds the 429 response, with the header names of the app's limiter, to the OpenAPI operation of every
+    limited route."""
     build_schema = app.openapi
-    config = limiter.header_config
-    fields = [
-        (config.limit, "integer", "The quota of the limit"),
-        (config.remaining, "integer", "Units left"),
-        (config.reset, "integer", "When the quota is fully restored, in Unix seconds"),
-        (config.retry_after, "integer", "Seconds to wait before retrying"),
-    ]
-    if config.ietf:
-        fields += [(config.policy, "string", "IETF quota policy"), (config.ratelimit, "string", "IETF quota state")]
-    headers = {
-        name: {"description": description, "schema": {"type": kind}}
-        for name, kind, description in fields
-        if config.enabled and name
-    }
-    response = {
-        "description": "Too Many Requests: a rate limit was exceeded",
-        "headers": headers,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "properties": {"detail": {"type": "string"}, "retry_after": {"type": "integer"}},
-                    "required": ["detail", "retry_after"],
-                }
-            }
-        },
-    }
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is not None:
             return app.openapi_schema
         schema = build_schema()
+        response = _response_429(app.state.fastlimit.header_config)
         paths = schema.get("paths", {})
         for route in _api_routes(app.routes):
             dependant = getattr(route, "dependant", None)
@@ -612,3 +632,33 @@ def _document_429(app: FastAPI, limiter: FastLimit) -> None:
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _response_429(config: HeaderConfig) -> dict[str, Any]:
+    """The OpenAPI description of a 429 with these header names."""
+    fields = [
+        (config.limit, "integer", "The quota of the limit"),
+        (config.remaining, "integer", "Units left"),
+        (config.reset, "integer", "When the quota is fully restored, in Unix seconds"),
+        (config.retry_after, "integer", "Seconds to wait before retrying"),
+    ]
+    if config.ietf:
+        fields += [(config.policy, "string", "IETF quota policy"), (config.ratelimit, "string", "IETF quota state")]
+    headers = {
+        name: {"description": description, "schema": {"type": kind}}
+        for name, kind, description in fields
+        if config.enabled and name
+    }
+    return {
+        "description": "Too Many Requests: a rate limit was exceeded",
+        "headers": headers,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"detail": {"type": "string"}, "retry_after": {"type": "integer"}},
+                    "required": ["detail", "retry_after"],
+                }
+            }
+        },
+    }

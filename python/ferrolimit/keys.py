@@ -73,7 +73,9 @@ def _network(item: str) -> _Network:
 class IPSet:
     """A set of addresses and networks (``"127.0.0.1"``, ``"10.0.0.0/8"``, ``"2001:db8::/32"``).
 
-    ``address in ip_set`` takes an address string and is False for anything that is not an address.
+    ``address in ip_set`` takes an address string and is False for anything that is not an address. IPv6 is
+    matched in any spelling, and an IPv4-mapped IPv6 address (``::ffff:10.0.0.1``, as a server listening on
+    ``::`` reports IPv4 peers) as the IPv4 address it carries.
     """
 
     __slots__ = ("_exact", "_networks")
@@ -93,9 +95,9 @@ class IPSet:
             return False
         if address in self._exact:
             return True
-        if not self._networks:
-            return False
-        parsed = _parse_address(address)
+        if not self._networks and ":" not in address:
+            return False  # an IPv4 address in its usual text: only single addresses to match, by that text
+        parsed = _parse_address(address)  # IPv6 in any spelling, IPv4-mapped IPv6 (a dual-stack server's peers)
         if parsed is None:
             return False
         if str(parsed) in self._exact:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import enum
 import inspect
+import json
 import logging
+import math
 import re
 import sys
 import time
@@ -153,7 +155,8 @@ class RateLimitExceeded(HTTPException):
         decision: Decision | None = None,
         name: str | None = None,
     ) -> None:
-        super().__init__(status_code=429, detail=detail)
+        # Retry-After rides on the exception too, for any HTTPException handler that answers instead of ours.
+        super().__init__(status_code=429, detail=detail, headers={"Retry-After": str(max(1, math.ceil(retry_after)))})
         self.retry_after = retry_after
         self.limit = limit
         self.reset_ms = reset_ms
@@ -385,8 +388,30 @@ class _Engine:
             if not isinstance(response, Response):
                 raise TypeError(f"error_handler must return a Response, got {type(response).__name__}")
             return response
-        assert exc.decision is not None
-        return Response(denied_body(exc.decision), status_code=429, media_type="application/json")
+        if exc.decision is not None:
+            return Response(denied_body(exc.decision), status_code=429, media_type="application/json")
+        # Raised by the app itself, as fastlimit lets it: its own numbers.
+        retry_after = max(1, math.ceil(exc.retry_after))
+        body = json.dumps({"detail": exc.detail, "retry_after": retry_after}, separators=(",", ":"))
+        return Response(body, 429, self._raised_fields(exc, retry_after), media_type="application/json")
+
+    def _raised_fields(self, exc: RateLimitExceeded, retry_after: int) -> dict[str, str]:
+        """The fields of a 429 for a `RateLimitExceeded` the app raised: ``Retry-After``, and the
+        ``X-RateLimit-*`` ones when it gave a limit and a reset time."""
+        config = self.header_config
+        if not config.enabled:
+            return {}
+        fields: dict[str, str] = {}
+        if exc.limit is not None and exc.reset_ms is not None:
+            if config.limit:
+                fields[config.limit] = str(exc.limit)
+            if config.remaining:
+                fields[config.remaining] = "0"
+            if config.reset:
+                fields[config.reset] = str(math.ceil(exc.reset_ms / 1000))
+        if config.retry_after:
+            fields[config.retry_after] = str(retry_after)
+        return fields
 
 
 def _compile_path(pattern: str) -> Callable[[str], bool]:
@@ -407,6 +432,30 @@ def _compile_path(pattern: str) -> Callable[[str], bool]:
     return lambda path: path == pattern
 
 
+def _route_path(scope: Scope) -> str:
+    """The path the app routes on, as Starlette's router reads it: ``scope["path"]`` without the ``root_path``
+    that a server (``uvicorn --root-path``) or a ``Mount`` put before it."""
+    path: str = scope["path"]
+    root_path: str = scope.get("root_path", "")
+    if root_path and path.startswith(root_path):
+        rest = path[len(root_path) :]
+        if not rest:
+            return "/"
+        if rest[0] == "/":
+            return rest
+    return path
+
+
+def _is_default(value: object, default: object) -> bool:
+    return value is default or (type(value) is type(default) and value == default)
+
+
+def _specificity(pattern: str) -> tuple[int, int]:
+    """Sorts patterns most specific first: the longer literal start first, a template before a prefix."""
+    literal = pattern.split("{", 1)[0]
+    return (-len(literal.rstrip("*")), 1 if pattern.endswith("*") else 0)
+
+
 @dataclass(frozen=True)
 class _Rule:
     name: str
@@ -419,13 +468,17 @@ class RateLimitMiddleware:
 
     ``limit`` applies to every request (``None``: no app-wide limit); ``rules`` maps paths to rates that apply
     as well: ``{"/login": "5/min", "/api/*": "100/min", "/users/{id}": "20/min", "/health": None}`` (``None``
-    exempts the path from every limit). Every response carries the rate-limit headers of the tightest limit;
-    a refused request gets a 429 with ``Retry-After`` and ``{"detail": ..., "retry_after": n}``, or what
-    ``error_handler(request, exc)`` returns. WebSocket connections are checked before they are accepted.
+    exempts the path from every limit). A path takes the rule of its exact path, else of the most specific
+    pattern that matches it (the longest literal start; a template before a prefix). Paths are those the app
+    routes on: without the ``root_path`` of ``uvicorn --root-path`` or of a ``Mount``. Every response carries
+    the rate-limit headers of the tightest limit; a refused request gets a 429 with ``Retry-After`` and
+    ``{"detail": ..., "retry_after": n}``, or what ``error_handler(request, exc)`` returns. WebSocket
+    connections are checked before they are accepted.
 
     ``key(request)`` (sync or async) keys by something else than the client address when it returns a str.
-    Pass ``limiter=`` (a ``FastLimit``) to share its configuration and counts; other options then must
-    be left out.
+    Pass ``limiter=`` (a ``FastLimit``) to share its configuration and counts; the options that configure a
+    limiter (``algorithm``, ``storage``, ``headers``, ``exempt_ips``, ``trusted_proxies``, ...) then raise
+    TypeError.
     """
 
     def __init__(
@@ -454,32 +507,44 @@ class RateLimitMiddleware:
         max_keys: int = 1_000_000,
     ) -> None:
         self.app = app
+        options = {
+            "algorithm": algorithm,
+            "storage": storage,
+            "backend": backend,
+            "key_prefix": key_prefix,
+            "headers": headers,
+            "exempt_ips": exempt_ips,
+            "trusted_proxies": trusted_proxies,
+            "ipv6_prefix": ipv6_prefix,
+            "proxy_header": proxy_header,
+            "dry_run": dry_run,
+            "error_handler": error_handler,
+            "clock": clock,
+            "max_keys": max_keys,
+        }
         if limiter is not None:
             if not isinstance(limiter, _Engine):
                 raise TypeError(f"limiter must be a FastLimit, not {type(limiter).__name__}")
+            defaults = inspect.signature(RateLimitMiddleware.__init__).parameters
+            given = [
+                name
+                for name, value in options.items()
+                if value is not defaults[name].default and value != defaults[name].default
+            ]
+            if given:
+                raise TypeError(
+                    f"RateLimitMiddleware(limiter=...) takes its configuration from the limiter; "
+                    f"set {', '.join(given)} on the FastLimit instead"
+                )
             self.engine = limiter
         else:
-            self.engine = _Engine(
-                algorithm=algorithm,
-                storage=storage,
-                backend=backend,
-                key_prefix=key_prefix,
-                headers=headers,
-                exempt_ips=exempt_ips,
-                trusted_proxies=trusted_proxies,
-                ipv6_prefix=ipv6_prefix,
-                proxy_header=proxy_header,
-                dry_run=dry_run,
-                error_handler=error_handler,
-                clock=clock,
-                max_keys=max_keys,
-                rate=_quota(limit, "limit"),
-            )
+            self.engine = _Engine(**options, rate=_quota(limit, "limit"))  # type: ignore[arg-type]
         default = _quota(limit, "limit")
         self._default = _Rule(name, default, None) if default is not None else None
         self._exact: dict[str, _Rule | None] = {}
         self._patterns: list[tuple[Callable[[str], bool], _Rule | None]] = []
-        for pattern, rate in (rules or {}).items():
+        # The most specific pattern that matches a path applies: "/api/public/*" before "/api/*".
+        for pattern, rate in sorted((rules or {}).items(), key=lambda item: _specificity(item[0])):
             quota = _quota(rate, f"the rate of {pattern!r}")
             rule = _Rule(pattern, quota, None) if quota is not None else None
             matcher = _compile_path(pattern)
@@ -600,7 +665,7 @@ class RateLimitMiddleware:
                 return
             rules = self._default_only
         else:
-            matched = self._rules_for(scope["path"])
+            matched = self._rules_for(_route_path(scope))
             if not matched:
                 await self.app(scope, receive, send)
                 return

@@ -10,7 +10,8 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyInt, PyList, PySet, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PySet, PyString, PyTuple};
+use smallvec::SmallVec;
 
 use super::asgi::{SCOPE_ENGINE, SCOPE_PENDING};
 use super::headers::Pending;
@@ -58,15 +59,31 @@ fn not_in<'py>(fields: &Bound<'py, PyAny>, headers: &Bound<'py, PyAny>) -> PyRes
     Ok(kept)
 }
 
-/// Whether a response status (absent: 200) is an error, >= 400.
-fn is_error(status: Option<Bound<'_, PyAny>>) -> PyResult<bool> {
-    match status {
-        None => Ok(false),
-        Some(status) => match status.cast::<PyInt>().map(|code| code.extract::<i64>()) {
-            Ok(Ok(code)) => Ok(code >= 400),
-            _ => status.ge(400),
-        },
+/// The name of a `(name, value)` header pair, when it is bytes.
+fn name_of<'py>(pair: &Bound<'py, PyAny>) -> Option<Bound<'py, PyBytes>> {
+    let name = match pair.cast::<PyTuple>() {
+        Ok(pair) => pair.get_borrowed_item(0).ok()?.to_owned(),
+        Err(_) => pair.get_item(0).ok()?,
+    };
+    name.cast_into::<PyBytes>().ok()
+}
+
+/// Whether the response already carries a field of one of ours' names (in any case). True when it cannot
+/// tell (headers that are not a list of byte pairs): `not_in` then checks the careful way.
+fn carries_any(headers: &Bound<'_, PyAny>, fields: &Bound<'_, PyAny>) -> bool {
+    let (Ok(headers), Ok(fields)) = (headers.cast::<PyList>(), fields.cast::<PyList>()) else {
+        return true;
+    };
+    let ours: SmallVec<[Bound<'_, PyBytes>; 8]> = fields.iter().filter_map(|pair| name_of(&pair)).collect();
+    if ours.len() != fields.len() {
+        return true;
     }
+    headers.iter().any(|pair| {
+        name_of(&pair).is_none_or(|name| {
+            let name = name.as_bytes();
+            ours.iter().any(|field| field.as_bytes().eq_ignore_ascii_case(name))
+        })
+    })
 }
 
 /// `[*headers, *fields]`: the response's own fields, then ours.
@@ -107,7 +124,8 @@ fn forward<'py>(
             let name = intern!(py, "headers");
             match get(message, name)? {
                 Some(headers) if headers.is_truthy()? => {
-                    let fields = if is_error(get(message, intern!(py, "status"))?)? {
+                    // A field the response sets itself (an error handler's, a proxied upstream's) is its own.
+                    let fields = if carries_any(&headers, &fields) {
                         not_in(&fields, &headers)?.into_any()
                     } else {
                         fields
@@ -166,8 +184,8 @@ unsafe extern "C" fn send_entry(slf: *mut ffi::PyObject, message: *mut ffi::PyOb
     })
 }
 
-/// CPython's entry for a header layer: `slf` is `(app, limiter)`, `args` the `nargs` arguments, borrowed
-/// for the call.
+/// CPython's entry for a header layer: `slf` is `(app, holder)`, `holder` a one-item list of the limiter,
+/// `args` the `nargs` arguments, borrowed for the call.
 unsafe extern "C" fn layer_entry(
     slf: *mut ffi::PyObject,
     args: *mut *mut ffi::PyObject,
@@ -188,7 +206,7 @@ unsafe extern "C" fn layer_entry(
                 Bound::from_borrowed_ptr(py, *args.add(2)),
             )
         };
-        let (app, limiter) = (slf.get_item(0)?, slf.get_item(1)?);
+        let (app, limiter) = (slf.get_item(0)?, slf.get_item(1)?.get_item(0)?);
         let kind = scope.get_item(intern!(py, "type"))?;
         let kind = kind.cast::<PyString>().ok().and_then(|kind| kind.to_str().ok());
         let mut send = send;
@@ -257,8 +275,8 @@ fn closure<'py>(def: &'static MethodDef, state: &Bound<'py, PyTuple>) -> PyResul
     }
 }
 
-/// `send`, appending `pending`'s fields to the message that starts the
-/// response; a field the response already carries is not repeated on an error status (>= 400).
+/// `send`, appending `pending`'s fields to the message that starts the response; a field the response
+/// already carries (set by the app, an error handler or an upstream it relays) is not repeated.
 pub(crate) fn wrap<'py>(send: &Bound<'py, PyAny>, pending: &Bound<'py, Pending>) -> PyResult<Bound<'py, PyAny>> {
     closure(
         &SEND_WITH_HEADERS,
@@ -298,18 +316,25 @@ pub fn py_attach<'py>(
 }
 
 /// `send`, writing `pending`'s fields (see `HeaderRenderer.offer`) on the
-/// message that starts the response. A field the response already carries is not repeated when its
-/// status is an error (an error handler may have set its own).
+/// message that starts the response. A field the response already carries (set by the app, an error handler
+/// or an upstream it relays) is not repeated.
 #[pyfunction]
 pub fn send_with_headers<'py>(send: &Bound<'py, PyAny>, pending: &Bound<'py, Pending>) -> PyResult<Bound<'py, PyAny>> {
     wrap(send, pending)
 }
 
-/// The ASGI layer `FastLimit.init_app` adds around `app`: puts `limiter` in the scope and, on HTTP, writes
-/// the request's pending fields on the response start, whoever builds the response (the handler, an
-/// exception handler, a streaming body). A builtin function that hands back the inner app's awaitable, so
-/// it belongs inside Starlette's middleware stack, never where a server inspects the app.
+/// The ASGI layer `FastLimit.init_app` adds around `app`: puts the limiter `holder[0]` in the scope and, on
+/// HTTP, writes the request's pending fields on the response start, whoever builds the response (the
+/// handler, an exception handler, a streaming body). `holder` is a one-item list, so that a later
+/// `init_app` on the same app (after it started, too) puts its own limiter there. A builtin function that
+/// hands back the inner app's awaitable, so it belongs inside Starlette's middleware stack, never where a
+/// server inspects the app.
 #[pyfunction]
-pub fn header_layer<'py>(app: &Bound<'py, PyAny>, limiter: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    closure(&HEADER_LAYER, &PyTuple::new(app.py(), [app, limiter])?)
+pub fn header_layer<'py>(app: &Bound<'py, PyAny>, holder: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyAny>> {
+    if holder.len() != 1 {
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "holder must be a list of one limiter",
+        ));
+    }
+    closure(&HEADER_LAYER, &PyTuple::new(app.py(), [app, holder.as_any()])?)
 }
