@@ -12,6 +12,9 @@ with the same signatures, defaults, hooks and error messages. What differs, on p
   ``storage=``/``redis_url=`` let several server processes share them.
 - ``SlidingWindowRateLimiter`` frees a slot exactly one window after it was taken; FastMCP's frees it just
   after that instant. A burst capacity with a fraction (``2.5``) admits its whole part (2) at once.
+- Time is counted up to ten years, the longest period the core accepts: a bucket that never refills (a rate
+  of 0, or negative, where FastMCP's drains) refuses for ten years once empty, one whose full refill would
+  take longer gets its tokens back within ten years, and a longer sliding window counts for ten years.
 
 `ToolRateLimitingMiddleware` goes further: limits and costs per tool, prompt and resource, hooked on the
 calls themselves, so connecting, listing and ``ping`` are free unless ``every_request`` says otherwise.
@@ -61,8 +64,8 @@ Rate: TypeAlias = str | Quota
 
 logger = logging.getLogger("ferrolimit")
 
-# The longest period the core accepts (seconds): stands in for a bucket that never refills.
-_NEVER_S = 1e10
+# The longest period the core accepts, in seconds: ten years (MAX_PERIOD_NS in src/rate.rs).
+_MAX_PERIOD_S = 3_650 * 86_400.0
 # Requests charged by ToolRateLimitingMiddleware's typed hooks rather than by on_request.
 _COMPONENT_METHODS = frozenset({"tools/call", "prompts/get", "resources/read"})
 
@@ -209,13 +212,15 @@ class TokenBucketRateLimiter:
     """FastMCP's token bucket: ``capacity`` tokens, ``refill_rate`` tokens back per second, starting full.
 
     Tokens come back whole, one every ``1 / refill_rate`` seconds, with the partial one carried over: the same
-    decisions as FastMCP's fractional count for whole-token requests.
+    decisions as FastMCP's fractional count for whole-token requests. A ``refill_rate`` of 0 (or less) never
+    refills: ``capacity`` tokens, then False. Time is counted up to ten years: a bucket that would take longer
+    to refill completely gets its tokens back within ten years, a little sooner than asked.
     """
 
     def __init__(self, capacity: int, refill_rate: float, *, clock: FakeClock | None = None) -> None:
         self.capacity = capacity
         self.refill_rate = refill_rate
-        self._limiter = _token_bucket(capacity, refill_rate, "memory://", clock=clock, max_keys=1)
+        self._limiter, _ = _token_bucket(capacity, refill_rate, "memory://", clock=clock, max_keys=1)
 
     async def consume(self, tokens: int = 1) -> bool:
         """Takes ``tokens`` if the bucket holds that many; otherwise takes nothing and returns False."""
@@ -248,21 +253,43 @@ class SlidingWindowRateLimiter:
         return (await _check(self._limiter, (("", None),))).allowed
 
 
-def _token_bucket(capacity: float, refill_rate: float, storage: str, **options: Any) -> Limiter | None:
-    """A token-bucket Limiter, or None for a bucket that holds less than one token and so refuses everything."""
+def _token_bucket(capacity: float, refill_rate: float, storage: str, **options: Any) -> tuple[Limiter | None, bool]:
+    """FastMCP's bucket of ``capacity`` tokens, ``refill_rate`` back per second, as a Limiter (None for a bucket
+    that holds less than one token and so refuses everything), and whether a token taken comes back within ten
+    years, the longest period the core accepts (when it does not, a refusal names no time to retry).
+
+    A bucket that refills completely within ten years is exact. The others are the closest the core allows:
+
+    - a refill rate of 0, negative (FastMCP's bucket then drains as time passes, so a client that pauses gets
+      fewer than ``capacity``; here it is taken as 0), or so slow that one token takes ten years or more to come
+      back: ``capacity`` requests in any ten years, counted from their timestamps (a sliding log), so a bucket
+      emptied stays empty for ten years, exactly as FastMCP's does for those ten years. It holds one timestamp
+      per request taken (at most ``capacity`` per client);
+    - a bucket whose tokens come back one by one within ten years but whose full refill takes longer, such as
+      ``(5000, 1 / 86400)``: ``capacity`` per ten years, a token bucket, so the whole burst passes and tokens
+      come back as slowly as the core can make them, a little faster than asked (one every 17.5 hours there,
+      not every 24).
+    """
     whole = math.floor(capacity) if math.isfinite(capacity) else 0
     if whole < 1:
-        return None
-    period_s = min(whole / refill_rate, _NEVER_S) if refill_rate > 0 else _NEVER_S
-    return Limiter(Quota.per(whole, period_s), "token_bucket", storage, **options)
+        return None, False
+    if not refill_rate > 0 or 1 / refill_rate >= _MAX_PERIOD_S:
+        return Limiter(Quota.per(whole, _MAX_PERIOD_S), "sliding_window_log", storage, **options), False
+    # The core counts time in whole nanoseconds: a bucket refills at most one token per nanosecond.
+    period_s = min(max(whole / refill_rate, whole / 1e9), _MAX_PERIOD_S)
+    return Limiter(Quota.per(whole, period_s), "token_bucket", storage, **options), True
 
 
 def _sliding_log(max_requests: float, window_s: float, storage: str, **options: Any) -> Limiter | None:
-    """A sliding-log Limiter, or None when there is nothing to count: no window, or no request allowed."""
+    """A sliding-log Limiter, or None when there is nothing to count: no window, or no request allowed.
+
+    A window longer than ten years, the longest period the core accepts, is cut to ten years: a slot taken
+    comes back after ten years rather than later.
+    """
     if max_requests < 1 or window_s <= 0:
         return None
     whole = math.ceil(max_requests)
-    return Limiter(Quota.per(whole, min(window_s, _NEVER_S)), "sliding_window_log", storage, **options)
+    return Limiter(Quota.per(whole, min(window_s, _MAX_PERIOD_S)), "sliding_window_log", storage, **options)
 
 
 class RateLimitingMiddleware(Middleware):
@@ -272,6 +299,9 @@ class RateLimitingMiddleware(Middleware):
     is its size. Every request that reaches ``on_request`` takes one token: the connect request, lists,
     ``ping`` and calls. A refused request raises `RateLimitError` ("Rate limit exceeded for client: <id>",
     or "Global rate limit exceeded" with ``global_limit=True``) with ``data={"retry_after": seconds}``.
+    ``max_requests_per_second=0`` with a ``burst_capacity`` admits that many requests per client, then refuses
+    every one with ``data={"retry_after": None}``; as for `TokenBucketRateLimiter`, time is counted up to ten
+    years.
 
     ``get_client_id(context)`` (sync or async) names the client; the default is `ClientIdentity`.
     ``storage``/``redis_url`` choose the store: ``"memory://"`` or a Redis URL (see `ferrolimit.Limiter`), which
@@ -310,8 +340,7 @@ class RateLimitingMiddleware(Middleware):
         self.get_client_id = get_client_id
         self.global_limit = global_limit
         self._default_identity = ClientIdentity()
-        self._refills = max_requests_per_second > 0
-        self.limiter = _token_bucket(
+        self.limiter, self._refills = _token_bucket(
             self.burst_capacity,
             max_requests_per_second,
             _storage(storage, redis_url),
