@@ -518,19 +518,32 @@ def test_every_request_puts_one_limit_on_connects_lists_and_calls(clock: FakeClo
                 await outcome(client.call_tool_mcp("search", {})),  # 3
                 await outcome(client.call_tool_mcp("search", {})),  # refused by search's limit, takes nothing
                 await outcome(client.ping()),  # 4
-                await outcome(client.call_tool_mcp("render", {})),
+                await outcome(client.call_tool_mcp("render", {})),  # render has no limit of its own
                 await outcome(client.list_tools()),
             ]
 
-    over = "Rate limit exceeded ({}) for client: agent-7. Retry after 15 s."
+    over = (-32000, "Rate limit exceeded (4 per 60 s) for client: agent-7. Retry after 15 s.")
     assert asyncio.run(scenario()) == [
         "ok",
         "ok",
         (-32000, "Rate limit exceeded for tool 'search' (1 per 60 s) for client: agent-7. Retry after 60 s."),
         "ok",
-        (-32000, "Rate limit exceeded for tool 'render' (4 per 60 s) for client: agent-7. Retry after 15 s."),
-        (-32000, over.format("4 per 60 s")),
+        over,
+        over,
     ]
+
+
+@pytest.mark.parametrize("echo_limit", ["10/min", "3/min"])
+def test_a_call_refused_by_every_request_names_that_limit_not_the_tools(clock: FakeClock, echo_limit: str) -> None:
+    middleware = tool_limits(clock, tools={"echo": echo_limit}, every_request="3/min")
+
+    async def scenario() -> list[Outcome]:
+        async with Client(echo_server(middleware), mode="legacy") as client:  # 1
+            return [await outcome(client.call_tool("echo", {"text": "x"})) for _ in range(3)]  # 2 + 3: list, call
+
+    # With "3/min" both limits have the rate, but only every_request is spent: echo was called once.
+    over = (-32000, "Rate limit exceeded (3 per 60 s) for client: agent-7. Retry after 20 s.")
+    assert asyncio.run(scenario()) == ["ok", over, over]
 
 
 def test_prompts_and_resource_patterns(clock: FakeClock) -> None:

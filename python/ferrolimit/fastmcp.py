@@ -488,6 +488,20 @@ class _Rules:
         return [(name, self._resolve(name)) for name in {*self._limits, *self._costs}]
 
 
+def _binds(quota: Quota, decision: Decision) -> bool:
+    """Whether ``decision`` is that of one of ``quota``'s rates."""
+    return any(limit == decision.limit and window == decision.window for limit, window in quota.rates)
+
+
+def _every_request_refusal(decision: Decision, client_id: str) -> RateLimitError:
+    retry_after = _retry_after_s(decision)
+    return RateLimitError(
+        f"Rate limit exceeded ({decision.limit} per {decision.window:g} s) for client: {client_id}. "
+        f"Retry after {retry_after:g} s.",
+        retry_after=retry_after,
+    )
+
+
 class ToolRateLimitingMiddleware(Middleware):
     """Limits and costs per tool, prompt and resource, per client, charged only by the calls themselves.
 
@@ -503,9 +517,11 @@ class ToolRateLimitingMiddleware(Middleware):
     ``ping`` cost nothing, unless ``every_request="100/min"`` puts a limit on every request of a client (a
     call is then checked against both limits at once and charged only if both pass).
 
-    A refused call raises `RateLimitError` ("Rate limit exceeded for tool 'search' (10 per 60 s) for client:
-    token:alice. Retry after 6 s.") with ``data={"retry_after": 6.0}``. ``algorithm`` is any of the core's
-    (``"gcra"`` by default); the other options are those of `RateLimitingMiddleware`.
+    A refused call raises `RateLimitError` naming the limit that ran out: "Rate limit exceeded for tool
+    'search' (10 per 60 s) for client: token:alice. Retry after 6 s.", or, for ``every_request``, "Rate limit
+    exceeded (100 per 60 s) for client: token:alice. Retry after 0.6 s.", with ``data={"retry_after": 6.0}``.
+    ``algorithm`` is any of the core's (``"gcra"`` by default); the other options are those of
+    `RateLimitingMiddleware`.
     """
 
     def __init__(
@@ -569,13 +585,19 @@ class ToolRateLimitingMiddleware(Middleware):
             raise RateLimitError(
                 f"{rules.kind.capitalize()} {name!r} costs {rule.cost}, more than its limit allows in one go"
             ) from None
-        if not decision.allowed:
-            retry_after = _retry_after_s(decision)
-            raise RateLimitError(
-                f"Rate limit exceeded for {rules.kind} {name!r} ({decision.limit} per {decision.window:g} s) "
-                f"for client: {client_id}. Retry after {retry_after:g} s.",
-                retry_after=retry_after,
-            )
+        if decision.allowed:
+            return
+        # The decision is that of the limit that ran out (the longer wait if both did). When both limits have
+        # its rate, every_request is named: it is charged whatever the call's own limit is charged, and more,
+        # so it is at least as spent.
+        if self.every_request is not None and (rule.quota is None or _binds(self.every_request, decision)):
+            raise _every_request_refusal(decision, client_id)
+        retry_after = _retry_after_s(decision)
+        raise RateLimitError(
+            f"Rate limit exceeded for {rules.kind} {name!r} ({decision.limit} per {decision.window:g} s) "
+            f"for client: {client_id}. Retry after {retry_after:g} s.",
+            retry_after=retry_after,
+        )
 
     async def on_request(
         self,
@@ -586,12 +608,7 @@ class ToolRateLimitingMiddleware(Middleware):
             client_id = await _client_id(self.get_client_id or self._default_identity, context)
             decision = await _check(self.limiter, ((f"request:{client_id}", self.every_request),))
             if not decision.allowed:
-                retry_after = _retry_after_s(decision)
-                raise RateLimitError(
-                    f"Rate limit exceeded ({decision.limit} per {decision.window:g} s) for client: {client_id}. "
-                    f"Retry after {retry_after:g} s.",
-                    retry_after=retry_after,
-                )
+                raise _every_request_refusal(decision, client_id)
         return await call_next(context)
 
     async def on_call_tool(
