@@ -546,6 +546,30 @@ def test_a_call_refused_by_every_request_names_that_limit_not_the_tools(clock: F
     assert asyncio.run(scenario()) == ["ok", over, over]
 
 
+def test_every_request_charges_requests_that_fail_before_their_hook(clock: FakeClock) -> None:
+    middleware = tool_limits(clock, tools={"echo": "100/min"}, every_request="3/min")
+
+    async def scenario() -> tuple[dict[Outcome, int], list[Outcome]]:
+        async with Client(echo_server(middleware), mode="legacy") as client:  # 1
+            send = client.session._dispatcher.send_raw_request
+            counts: dict[Outcome, int] = {}
+            for _ in range(50):  # no "name": FastMCP refuses the call before on_call_tool
+                seen = await outcome(send("tools/call", {"nme": "echo"}, {"timeout": 5}))
+                counts[seen] = counts.get(seen, 0) + 1
+            clock.advance(60)  # all 3 back
+            malformed = [
+                await outcome(send("prompts/get", {}, {"timeout": 5})),
+                await outcome(send("resources/read", {}, {"timeout": 5})),
+                await outcome(send("tools/call", {}, {"timeout": 5})),
+                await outcome(client.ping()),
+            ]
+        return counts, malformed
+
+    invalid = (-32602, "Invalid request parameters")
+    over = (-32000, "Rate limit exceeded (3 per 60 s) for client: agent-7. Retry after 20 s.")
+    assert asyncio.run(scenario()) == ({invalid: 2, over: 48}, [invalid, invalid, invalid, over])
+
+
 def test_prompts_and_resource_patterns(clock: FakeClock) -> None:
     middleware = tool_limits(clock, prompts={"summarize": "1/min"}, resources={"data://*": "2/min"})
 

@@ -28,6 +28,7 @@ import logging
 import math
 import warnings
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
 from fnmatch import fnmatchcase
 from typing import Any, TypeAlias
 
@@ -66,7 +67,8 @@ logger = logging.getLogger("ferrolimit")
 
 # The longest period the core accepts, in seconds: ten years (MAX_PERIOD_NS in src/rate.rs).
 _MAX_PERIOD_S = 3_650 * 86_400.0
-# Requests charged by ToolRateLimitingMiddleware's typed hooks rather than by on_request.
+# The requests whose typed hooks (on_call_tool, on_get_prompt, on_read_resource) ToolRateLimitingMiddleware
+# charges to every_request, together with their own limits, when FastMCP runs those hooks.
 _COMPONENT_METHODS = frozenset({"tools/call", "prompts/get", "resources/read"})
 
 
@@ -488,6 +490,19 @@ class _Rules:
         return [(name, self._resolve(name)) for name in {*self._limits, *self._costs}]
 
 
+class _RequestCharge:
+    """Whether the component request that ``owner``'s ``on_request`` passed on has been charged to
+    ``every_request`` by one of ``owner``'s typed hooks."""
+
+    __slots__ = ("owner", "taken")
+
+    def __init__(self, owner: ToolRateLimitingMiddleware) -> None:
+        self.owner, self.taken = owner, False
+
+
+_request_charge: ContextVar[_RequestCharge | None] = ContextVar("ferrolimit_request_charge", default=None)
+
+
 def _binds(quota: Quota, decision: Decision) -> bool:
     """Whether ``decision`` is that of one of ``quota``'s rates."""
     return any(limit == decision.limit and window == decision.window for limit, window in quota.rates)
@@ -514,8 +529,9 @@ class ToolRateLimitingMiddleware(Middleware):
     stays bounded however many names clients invent.
 
     Hooks are ``on_call_tool``, ``on_get_prompt`` and ``on_read_resource``: connecting, ``tools/list`` and
-    ``ping`` cost nothing, unless ``every_request="100/min"`` puts a limit on every request of a client (a
-    call is then checked against both limits at once and charged only if both pass).
+    ``ping`` cost nothing, unless ``every_request="100/min"`` puts a limit on every request of a client, each
+    charged once, malformed ones included (a call is then checked against both limits at once and charged only
+    if both pass).
 
     A refused call raises `RateLimitError` naming the limit that ran out: "Rate limit exceeded for tool
     'search' (10 per 60 s) for client: token:alice. Retry after 6 s.", or, for ``every_request``, "Rate limit
@@ -570,15 +586,17 @@ class ToolRateLimitingMiddleware(Middleware):
         )
 
     async def _charge(self, context: MiddlewareContext[Any], rules: _Rules, name: str) -> None:
+        """Charges a call to its own limit and to ``every_request``, in one decision: both or neither."""
         rule = rules.rule(name)
-        if rule.quota is None and self.every_request is None:
+        every_request = self.every_request if self._takes_request_charge() else None
+        if rule.quota is None and every_request is None:
             return
         client_id = await _client_id(self.get_client_id or self._default_identity, context)
         limits: list[tuple[str, Quota | None]] = []
         if rule.quota is not None:
             limits.append((f"{rules.kind}:{rule.bucket}:{client_id}", rule.quota))
-        if self.every_request is not None:
-            limits.append((f"request:{client_id}", self.every_request))
+        if every_request is not None:
+            limits.append((f"request:{client_id}", every_request))
         try:
             decision = await _check(self.limiter, limits, rule.cost)
         except CostExceedsLimitError:
@@ -590,7 +608,7 @@ class ToolRateLimitingMiddleware(Middleware):
         # The decision is that of the limit that ran out (the longer wait if both did). When both limits have
         # its rate, every_request is named: it is charged whatever the call's own limit is charged, and more,
         # so it is at least as spent.
-        if self.every_request is not None and (rule.quota is None or _binds(self.every_request, decision)):
+        if every_request is not None and (rule.quota is None or _binds(every_request, decision)):
             raise _every_request_refusal(decision, client_id)
         retry_after = _retry_after_s(decision)
         raise RateLimitError(
@@ -599,17 +617,54 @@ class ToolRateLimitingMiddleware(Middleware):
             retry_after=retry_after,
         )
 
+    def _takes_request_charge(self) -> bool:
+        """Whether the call now in a typed hook is to be charged to ``every_request`` there (and so not by
+        ``on_request``): yes, once per request, when there is an ``every_request`` limit."""
+        if self.every_request is None:
+            return False
+        charge = _request_charge.get()
+        if charge is None or charge.owner is not self:
+            return True  # the hook runs without this middleware's on_request around it
+        if charge.taken:
+            return False
+        charge.taken = True
+        return True
+
+    async def _charge_request(self, context: MiddlewareContext[Any]) -> None:
+        """Charges a request to ``every_request`` alone."""
+        assert self.every_request is not None
+        client_id = await _client_id(self.get_client_id or self._default_identity, context)
+        decision = await _check(self.limiter, ((f"request:{client_id}", self.every_request),))
+        if not decision.allowed:
+            raise _every_request_refusal(decision, client_id)
+
     async def on_request(
         self,
         context: MiddlewareContext[mt.Request[Any, Any]],
         call_next: CallNext[mt.Request[Any, Any], Any],
     ) -> Any:
-        if self.every_request is not None and context.method not in _COMPONENT_METHODS:
-            client_id = await _client_id(self.get_client_id or self._default_identity, context)
-            decision = await _check(self.limiter, ((f"request:{client_id}", self.every_request),))
-            if not decision.allowed:
-                raise _every_request_refusal(decision, client_id)
-        return await call_next(context)
+        if self.every_request is None:
+            return await call_next(context)
+        if context.method not in _COMPONENT_METHODS:
+            await self._charge_request(context)
+            return await call_next(context)
+        # A tool call, prompt or resource read is charged by its typed hook, with its own limit, in one
+        # decision. FastMCP runs that hook only for a request that reaches its handler: one that fails before
+        # it (no tool name, malformed params) comes through on_request alone, after failing, and call_next
+        # re-raises that failure. Such a request is charged here, so that every request is charged once.
+        charge = _RequestCharge(self)
+        token = _request_charge.set(charge)
+        try:
+            result = await call_next(context)
+        except Exception:
+            if not charge.taken:
+                await self._charge_request(context)  # a refusal takes the place of the failure
+            raise
+        finally:
+            _request_charge.reset(token)
+        if not charge.taken:
+            await self._charge_request(context)
+        return result
 
     async def on_call_tool(
         self,
