@@ -137,6 +137,11 @@ DROP_IN_CASES: list[tuple[str, dict[str, Any], list[Step]]] = [
         {"max_requests_per_second": 1, "burst_capacity": 3, "get_client_id": fixed_id},
         ["bare", "connect", "bare", 1.0, "bare"],
     ),
+    (
+        "zero rate with a burst",
+        {"max_requests_per_second": 0, "burst_capacity": 4, "get_client_id": fixed_id},
+        ["bare", "bare", 1e8, "bare", 2e8, "bare"],  # 3 and 9.5 years on: the bucket never refills
+    ),
 ]
 SLIDING_CASES: list[tuple[str, dict[str, Any], list[Step]]] = [
     ("sliding window", {"max_requests": 3}, ["bare", "bare", "bare", 30.0, "list", 29.5, "list", 1.0, "bare", "bare"]),
@@ -250,7 +255,22 @@ def test_rate_limit_error_is_fastmcps_error_with_retry_data() -> None:
 
 
 @pytest.mark.parametrize(
-    ("rate", "burst"), [(10.0, None), (2.5, None), (0.3, None), (0.0, None), (1.0, 0), (3.0, 7), (0.5, 1)]
+    ("rate", "burst"),
+    [
+        (10.0, None),
+        (2.5, None),
+        (0.3, None),
+        (0.0, None),
+        (1.0, 0),
+        (3.0, 7),
+        (0.5, 1),
+        (0.0, 5),
+        (-1.0, 5),
+        (-1.0, None),
+        (1 / 86400, 5000),
+        (1e-9, 5),
+        (1e12, 5),
+    ],
 )
 def test_drop_in_attributes_match_fastmcp(rate: float, burst: int | None) -> None:
     with warnings.catch_warnings():
@@ -285,6 +305,23 @@ def test_zero_rate_refuses_everything_with_no_retry_time(clock: FakeClock) -> No
     assert asyncio.run(scenario()) == {"retry_after": None}
 
 
+def test_zero_rate_with_a_burst_admits_the_burst_then_refuses_for_years_with_no_retry_time(clock: FakeClock) -> None:
+    middleware = ours.RateLimitingMiddleware(0, 4, get_client_id=fixed_id, clock=clock)
+
+    async def scenario() -> tuple[list[Outcome], Any]:
+        async with Client(echo_server(middleware), mode="legacy") as client:  # 1
+            calls = [await outcome(client.call_tool_mcp("render", {})) for _ in range(3)]  # 2, 1, then none
+            clock.advance(9 * 365 * 86400)
+            with pytest.raises(mcp.MCPError) as caught:
+                await client.call_tool_mcp("render", {})
+        return calls, (caught.value.code, caught.value.message, caught.value.data)
+
+    assert asyncio.run(scenario()) == (
+        ["ok", "ok", (-32000, "Rate limit exceeded for client: agent-7")],
+        (-32000, "Rate limit exceeded for client: agent-7", {"retry_after": None}),
+    )
+
+
 async def consume_all(bucket: Any, clock: FakeClock, script: Sequence[int | float]) -> list[bool]:
     """Integers are requests for that many tokens, floats are seconds to wait."""
     results = []
@@ -302,6 +339,29 @@ def test_token_bucket_rate_limiter_matches_fastmcp(fake_time: FakeClock) -> None
     mine = asyncio.run(consume_all(ours.TokenBucketRateLimiter(5, 2.0, clock=fake_time), fake_time, script))
     assert mine == theirs
     assert mine.count(False) >= 4
+
+
+@pytest.mark.parametrize(
+    ("capacity", "refill_rate", "script"),
+    [
+        (5, 0.0, [1, 1, 3, 1, 1e8, 1, 2e8, 1, 0]),  # never refills: 3 and 9.5 years on, still empty
+        (5, -1.0, [2, 3, 1, 1e8, 1]),  # taken as 0; FastMCP's drains, which no wait here shows before it is empty
+        # The burst, then a token a day (here every 17.5 hours: 5000 per ten years, the closest the core allows).
+        (5000, 1 / 86400, [4999, 1, 1, 86400.0, 1, 1]),
+        (3, 1e-9, [3, 1, 2e8, 1]),  # a token would take 31 years to come back
+    ],
+)
+def test_token_bucket_rate_limiter_with_slow_or_no_refill_matches_fastmcp(
+    fake_time: FakeClock, capacity: int, refill_rate: float, script: list[int | float]
+) -> None:
+    theirs = asyncio.run(
+        consume_all(fastmcp_rate_limiting.TokenBucketRateLimiter(capacity, refill_rate), fake_time, script)
+    )
+    mine = asyncio.run(
+        consume_all(ours.TokenBucketRateLimiter(capacity, refill_rate, clock=fake_time), fake_time, script)
+    )
+    assert mine == theirs
+    assert mine.count(False) >= 2
 
 
 def test_token_bucket_rate_limiter_reports_its_tokens(clock: FakeClock) -> None:
@@ -327,6 +387,29 @@ def test_sliding_window_rate_limiter_matches_fastmcp(fake_time: FakeClock) -> No
     theirs = asyncio.run(run(fastmcp_rate_limiting.SlidingWindowRateLimiter(3, 10)))
     mine = asyncio.run(run(ours.SlidingWindowRateLimiter(3, 10, clock=fake_time)))
     assert mine == theirs == [True, True, True, False, True, True, False, True, True]
+
+
+def test_windows_longer_than_ten_years_count_for_ten_years(clock: FakeClock) -> None:
+    limiter = ours.SlidingWindowRateLimiter(2, 10**10, clock=clock)
+    middleware = ours.SlidingWindowRateLimitingMiddleware(3, window_minutes=10**8, get_client_id=fixed_id, clock=clock)
+
+    async def scenario() -> list[Any]:
+        seen: list[Any] = [await limiter.is_allowed() for _ in range(3)]
+        async with Client(echo_server(middleware), mode="legacy") as client:  # 1
+            seen.append(await outcome(client.call_tool_mcp("render", {})))  # 2 more: the call and the listing
+            clock.advance(9 * 365 * 86400)
+            seen.append(await limiter.is_allowed())
+            seen.append(await outcome(client.call_tool_mcp("render", {})))
+        return seen
+
+    assert asyncio.run(scenario()) == [
+        True,
+        True,
+        False,
+        "ok",
+        False,
+        (-32000, "Rate limit exceeded: 3 requests per 100000000 minutes for client: agent-7"),
+    ]
 
 
 # ----- identity -----
@@ -435,19 +518,56 @@ def test_every_request_puts_one_limit_on_connects_lists_and_calls(clock: FakeClo
                 await outcome(client.call_tool_mcp("search", {})),  # 3
                 await outcome(client.call_tool_mcp("search", {})),  # refused by search's limit, takes nothing
                 await outcome(client.ping()),  # 4
-                await outcome(client.call_tool_mcp("render", {})),
+                await outcome(client.call_tool_mcp("render", {})),  # render has no limit of its own
                 await outcome(client.list_tools()),
             ]
 
-    over = "Rate limit exceeded ({}) for client: agent-7. Retry after 15 s."
+    over = (-32000, "Rate limit exceeded (4 per 60 s) for client: agent-7. Retry after 15 s.")
     assert asyncio.run(scenario()) == [
         "ok",
         "ok",
         (-32000, "Rate limit exceeded for tool 'search' (1 per 60 s) for client: agent-7. Retry after 60 s."),
         "ok",
-        (-32000, "Rate limit exceeded for tool 'render' (4 per 60 s) for client: agent-7. Retry after 15 s."),
-        (-32000, over.format("4 per 60 s")),
+        over,
+        over,
     ]
+
+
+@pytest.mark.parametrize("echo_limit", ["10/min", "3/min"])
+def test_a_call_refused_by_every_request_names_that_limit_not_the_tools(clock: FakeClock, echo_limit: str) -> None:
+    middleware = tool_limits(clock, tools={"echo": echo_limit}, every_request="3/min")
+
+    async def scenario() -> list[Outcome]:
+        async with Client(echo_server(middleware), mode="legacy") as client:  # 1
+            return [await outcome(client.call_tool("echo", {"text": "x"})) for _ in range(3)]  # 2 + 3: list, call
+
+    # With "3/min" both limits have the rate, but only every_request is spent: echo was called once.
+    over = (-32000, "Rate limit exceeded (3 per 60 s) for client: agent-7. Retry after 20 s.")
+    assert asyncio.run(scenario()) == ["ok", over, over]
+
+
+def test_every_request_charges_requests_that_fail_before_their_hook(clock: FakeClock) -> None:
+    middleware = tool_limits(clock, tools={"echo": "100/min"}, every_request="3/min")
+
+    async def scenario() -> tuple[dict[Outcome, int], list[Outcome]]:
+        async with Client(echo_server(middleware), mode="legacy") as client:  # 1
+            send = client.session._dispatcher.send_raw_request
+            counts: dict[Outcome, int] = {}
+            for _ in range(50):  # no "name": FastMCP refuses the call before on_call_tool
+                seen = await outcome(send("tools/call", {"nme": "echo"}, {"timeout": 5}))
+                counts[seen] = counts.get(seen, 0) + 1
+            clock.advance(60)  # all 3 back
+            malformed = [
+                await outcome(send("prompts/get", {}, {"timeout": 5})),
+                await outcome(send("resources/read", {}, {"timeout": 5})),
+                await outcome(send("tools/call", {}, {"timeout": 5})),
+                await outcome(client.ping()),
+            ]
+        return counts, malformed
+
+    invalid = (-32602, "Invalid request parameters")
+    over = (-32000, "Rate limit exceeded (3 per 60 s) for client: agent-7. Retry after 20 s.")
+    assert asyncio.run(scenario()) == ({invalid: 2, over: 48}, [invalid, invalid, invalid, over])
 
 
 def test_prompts_and_resource_patterns(clock: FakeClock) -> None:
@@ -550,6 +670,33 @@ def test_two_drop_in_instances_share_a_bucket_through_redis(redis_server: RedisS
     assert asyncio.run(scenario()) == (
         ["ok", (-32000, "Rate limit exceeded for client: agent-7")],
         {"retry_after": 1000.0},
+    )
+
+
+def test_a_bucket_that_never_refills_is_shared_through_redis(redis_server: RedisServer, clock: FakeClock) -> None:
+    prefix = f"t-{uuid.uuid4().hex[:12]}:"
+
+    def replica() -> FastMCP:
+        return echo_server(
+            ours.RateLimitingMiddleware(0, 4, fixed_id, redis_url=redis_server.url, key_prefix=prefix, clock=clock)
+        )
+
+    first, second = replica(), replica()
+
+    async def scenario() -> tuple[list[Outcome], Any]:
+        seen: list[Outcome] = []
+        async with Client(first, mode="legacy") as one:  # 1
+            seen.append(await outcome(one.call_tool_mcp("render", {})))  # 3: the call and the client's listing
+            clock.advance(9 * 365 * 86400)
+            async with Client(second, mode="legacy") as other:  # 4
+                seen.append(await outcome(other.call_tool_mcp("render", {})))
+            with pytest.raises(mcp.MCPError) as caught:
+                await one.call_tool_mcp("render", {})
+        return seen, caught.value.data
+
+    assert asyncio.run(scenario()) == (
+        ["ok", (-32000, "Rate limit exceeded for client: agent-7")],
+        {"retry_after": None},
     )
 
 

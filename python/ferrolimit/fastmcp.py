@@ -12,6 +12,9 @@ with the same signatures, defaults, hooks and error messages. What differs, on p
   ``storage=``/``redis_url=`` let several server processes share them.
 - ``SlidingWindowRateLimiter`` frees a slot exactly one window after it was taken; FastMCP's frees it just
   after that instant. A burst capacity with a fraction (``2.5``) admits its whole part (2) at once.
+- Time is counted up to ten years, the longest period the core accepts: a bucket that never refills (a rate
+  of 0, or negative, where FastMCP's drains) refuses for ten years once empty, one whose full refill would
+  take longer gets its tokens back within ten years, and a longer sliding window counts for ten years.
 
 `ToolRateLimitingMiddleware` goes further: limits and costs per tool, prompt and resource, hooked on the
 calls themselves, so connecting, listing and ``ping`` are free unless ``every_request`` says otherwise.
@@ -25,6 +28,7 @@ import logging
 import math
 import warnings
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
 from fnmatch import fnmatchcase
 from typing import Any, TypeAlias
 
@@ -61,9 +65,10 @@ Rate: TypeAlias = str | Quota
 
 logger = logging.getLogger("ferrolimit")
 
-# The longest period the core accepts (seconds): stands in for a bucket that never refills.
-_NEVER_S = 1e10
-# Requests charged by ToolRateLimitingMiddleware's typed hooks rather than by on_request.
+# The longest period the core accepts, in seconds: ten years (MAX_PERIOD_NS in src/rate.rs).
+_MAX_PERIOD_S = 3_650 * 86_400.0
+# The requests whose typed hooks (on_call_tool, on_get_prompt, on_read_resource) ToolRateLimitingMiddleware
+# charges to every_request, together with their own limits, when FastMCP runs those hooks.
 _COMPONENT_METHODS = frozenset({"tools/call", "prompts/get", "resources/read"})
 
 
@@ -209,13 +214,15 @@ class TokenBucketRateLimiter:
     """FastMCP's token bucket: ``capacity`` tokens, ``refill_rate`` tokens back per second, starting full.
 
     Tokens come back whole, one every ``1 / refill_rate`` seconds, with the partial one carried over: the same
-    decisions as FastMCP's fractional count for whole-token requests.
+    decisions as FastMCP's fractional count for whole-token requests. A ``refill_rate`` of 0 (or less) never
+    refills: ``capacity`` tokens, then False. Time is counted up to ten years: a bucket that would take longer
+    to refill completely gets its tokens back within ten years, a little sooner than asked.
     """
 
     def __init__(self, capacity: int, refill_rate: float, *, clock: FakeClock | None = None) -> None:
         self.capacity = capacity
         self.refill_rate = refill_rate
-        self._limiter = _token_bucket(capacity, refill_rate, "memory://", clock=clock, max_keys=1)
+        self._limiter, _ = _token_bucket(capacity, refill_rate, "memory://", clock=clock, max_keys=1)
 
     async def consume(self, tokens: int = 1) -> bool:
         """Takes ``tokens`` if the bucket holds that many; otherwise takes nothing and returns False."""
@@ -248,21 +255,43 @@ class SlidingWindowRateLimiter:
         return (await _check(self._limiter, (("", None),))).allowed
 
 
-def _token_bucket(capacity: float, refill_rate: float, storage: str, **options: Any) -> Limiter | None:
-    """A token-bucket Limiter, or None for a bucket that holds less than one token and so refuses everything."""
+def _token_bucket(capacity: float, refill_rate: float, storage: str, **options: Any) -> tuple[Limiter | None, bool]:
+    """FastMCP's bucket of ``capacity`` tokens, ``refill_rate`` back per second, as a Limiter (None for a bucket
+    that holds less than one token and so refuses everything), and whether a token taken comes back within ten
+    years, the longest period the core accepts (when it does not, a refusal names no time to retry).
+
+    A bucket that refills completely within ten years is exact. The others are the closest the core allows:
+
+    - a refill rate of 0, negative (FastMCP's bucket then drains as time passes, so a client that pauses gets
+      fewer than ``capacity``; here it is taken as 0), or so slow that one token takes ten years or more to come
+      back: ``capacity`` requests in any ten years, counted from their timestamps (a sliding log), so a bucket
+      emptied stays empty for ten years, exactly as FastMCP's does for those ten years. It holds one timestamp
+      per request taken (at most ``capacity`` per client);
+    - a bucket whose tokens come back one by one within ten years but whose full refill takes longer, such as
+      ``(5000, 1 / 86400)``: ``capacity`` per ten years, a token bucket, so the whole burst passes and tokens
+      come back as slowly as the core can make them, a little faster than asked (one every 17.5 hours there,
+      not every 24).
+    """
     whole = math.floor(capacity) if math.isfinite(capacity) else 0
     if whole < 1:
-        return None
-    period_s = min(whole / refill_rate, _NEVER_S) if refill_rate > 0 else _NEVER_S
-    return Limiter(Quota.per(whole, period_s), "token_bucket", storage, **options)
+        return None, False
+    if not refill_rate > 0 or 1 / refill_rate >= _MAX_PERIOD_S:
+        return Limiter(Quota.per(whole, _MAX_PERIOD_S), "sliding_window_log", storage, **options), False
+    # The core counts time in whole nanoseconds: a bucket refills at most one token per nanosecond.
+    period_s = min(max(whole / refill_rate, whole / 1e9), _MAX_PERIOD_S)
+    return Limiter(Quota.per(whole, period_s), "token_bucket", storage, **options), True
 
 
 def _sliding_log(max_requests: float, window_s: float, storage: str, **options: Any) -> Limiter | None:
-    """A sliding-log Limiter, or None when there is nothing to count: no window, or no request allowed."""
+    """A sliding-log Limiter, or None when there is nothing to count: no window, or no request allowed.
+
+    A window longer than ten years, the longest period the core accepts, is cut to ten years: a slot taken
+    comes back after ten years rather than later.
+    """
     if max_requests < 1 or window_s <= 0:
         return None
     whole = math.ceil(max_requests)
-    return Limiter(Quota.per(whole, min(window_s, _NEVER_S)), "sliding_window_log", storage, **options)
+    return Limiter(Quota.per(whole, min(window_s, _MAX_PERIOD_S)), "sliding_window_log", storage, **options)
 
 
 class RateLimitingMiddleware(Middleware):
@@ -272,6 +301,9 @@ class RateLimitingMiddleware(Middleware):
     is its size. Every request that reaches ``on_request`` takes one token: the connect request, lists,
     ``ping`` and calls. A refused request raises `RateLimitError` ("Rate limit exceeded for client: <id>",
     or "Global rate limit exceeded" with ``global_limit=True``) with ``data={"retry_after": seconds}``.
+    ``max_requests_per_second=0`` with a ``burst_capacity`` admits that many requests per client, then refuses
+    every one with ``data={"retry_after": None}``; as for `TokenBucketRateLimiter`, time is counted up to ten
+    years.
 
     ``get_client_id(context)`` (sync or async) names the client; the default is `ClientIdentity`.
     ``storage``/``redis_url`` choose the store: ``"memory://"`` or a Redis URL (see `ferrolimit.Limiter`), which
@@ -310,8 +342,7 @@ class RateLimitingMiddleware(Middleware):
         self.get_client_id = get_client_id
         self.global_limit = global_limit
         self._default_identity = ClientIdentity()
-        self._refills = max_requests_per_second > 0
-        self.limiter = _token_bucket(
+        self.limiter, self._refills = _token_bucket(
             self.burst_capacity,
             max_requests_per_second,
             _storage(storage, redis_url),
@@ -459,6 +490,33 @@ class _Rules:
         return [(name, self._resolve(name)) for name in {*self._limits, *self._costs}]
 
 
+class _RequestCharge:
+    """Whether the component request that ``owner``'s ``on_request`` passed on has been charged to
+    ``every_request`` by one of ``owner``'s typed hooks."""
+
+    __slots__ = ("owner", "taken")
+
+    def __init__(self, owner: ToolRateLimitingMiddleware) -> None:
+        self.owner, self.taken = owner, False
+
+
+_request_charge: ContextVar[_RequestCharge | None] = ContextVar("ferrolimit_request_charge", default=None)
+
+
+def _binds(quota: Quota, decision: Decision) -> bool:
+    """Whether ``decision`` is that of one of ``quota``'s rates."""
+    return any(limit == decision.limit and window == decision.window for limit, window in quota.rates)
+
+
+def _every_request_refusal(decision: Decision, client_id: str) -> RateLimitError:
+    retry_after = _retry_after_s(decision)
+    return RateLimitError(
+        f"Rate limit exceeded ({decision.limit} per {decision.window:g} s) for client: {client_id}. "
+        f"Retry after {retry_after:g} s.",
+        retry_after=retry_after,
+    )
+
+
 class ToolRateLimitingMiddleware(Middleware):
     """Limits and costs per tool, prompt and resource, per client, charged only by the calls themselves.
 
@@ -471,12 +529,15 @@ class ToolRateLimitingMiddleware(Middleware):
     stays bounded however many names clients invent.
 
     Hooks are ``on_call_tool``, ``on_get_prompt`` and ``on_read_resource``: connecting, ``tools/list`` and
-    ``ping`` cost nothing, unless ``every_request="100/min"`` puts a limit on every request of a client (a
-    call is then checked against both limits at once and charged only if both pass).
+    ``ping`` cost nothing, unless ``every_request="100/min"`` puts a limit on every request of a client, each
+    charged once, malformed ones included (a call is then checked against both limits at once and charged only
+    if both pass).
 
-    A refused call raises `RateLimitError` ("Rate limit exceeded for tool 'search' (10 per 60 s) for client:
-    token:alice. Retry after 6 s.") with ``data={"retry_after": 6.0}``. ``algorithm`` is any of the core's
-    (``"gcra"`` by default); the other options are those of `RateLimitingMiddleware`.
+    A refused call raises `RateLimitError` naming the limit that ran out: "Rate limit exceeded for tool
+    'search' (10 per 60 s) for client: token:alice. Retry after 6 s.", or, for ``every_request``, "Rate limit
+    exceeded (100 per 60 s) for client: token:alice. Retry after 0.6 s.", with ``data={"retry_after": 6.0}``.
+    ``algorithm`` is any of the core's (``"gcra"`` by default); the other options are those of
+    `RateLimitingMiddleware`.
     """
 
     def __init__(
@@ -525,45 +586,85 @@ class ToolRateLimitingMiddleware(Middleware):
         )
 
     async def _charge(self, context: MiddlewareContext[Any], rules: _Rules, name: str) -> None:
+        """Charges a call to its own limit and to ``every_request``, in one decision: both or neither."""
         rule = rules.rule(name)
-        if rule.quota is None and self.every_request is None:
+        every_request = self.every_request if self._takes_request_charge() else None
+        if rule.quota is None and every_request is None:
             return
         client_id = await _client_id(self.get_client_id or self._default_identity, context)
         limits: list[tuple[str, Quota | None]] = []
         if rule.quota is not None:
             limits.append((f"{rules.kind}:{rule.bucket}:{client_id}", rule.quota))
-        if self.every_request is not None:
-            limits.append((f"request:{client_id}", self.every_request))
+        if every_request is not None:
+            limits.append((f"request:{client_id}", every_request))
         try:
             decision = await _check(self.limiter, limits, rule.cost)
         except CostExceedsLimitError:
             raise RateLimitError(
                 f"{rules.kind.capitalize()} {name!r} costs {rule.cost}, more than its limit allows in one go"
             ) from None
+        if decision.allowed:
+            return
+        # The decision is that of the limit that ran out (the longer wait if both did). When both limits have
+        # its rate, every_request is named: it is charged whatever the call's own limit is charged, and more,
+        # so it is at least as spent.
+        if every_request is not None and (rule.quota is None or _binds(every_request, decision)):
+            raise _every_request_refusal(decision, client_id)
+        retry_after = _retry_after_s(decision)
+        raise RateLimitError(
+            f"Rate limit exceeded for {rules.kind} {name!r} ({decision.limit} per {decision.window:g} s) "
+            f"for client: {client_id}. Retry after {retry_after:g} s.",
+            retry_after=retry_after,
+        )
+
+    def _takes_request_charge(self) -> bool:
+        """Whether the call now in a typed hook is to be charged to ``every_request`` there (and so not by
+        ``on_request``): yes, once per request, when there is an ``every_request`` limit."""
+        if self.every_request is None:
+            return False
+        charge = _request_charge.get()
+        if charge is None or charge.owner is not self:
+            return True  # the hook runs without this middleware's on_request around it
+        if charge.taken:
+            return False
+        charge.taken = True
+        return True
+
+    async def _charge_request(self, context: MiddlewareContext[Any]) -> None:
+        """Charges a request to ``every_request`` alone."""
+        assert self.every_request is not None
+        client_id = await _client_id(self.get_client_id or self._default_identity, context)
+        decision = await _check(self.limiter, ((f"request:{client_id}", self.every_request),))
         if not decision.allowed:
-            retry_after = _retry_after_s(decision)
-            raise RateLimitError(
-                f"Rate limit exceeded for {rules.kind} {name!r} ({decision.limit} per {decision.window:g} s) "
-                f"for client: {client_id}. Retry after {retry_after:g} s.",
-                retry_after=retry_after,
-            )
+            raise _every_request_refusal(decision, client_id)
 
     async def on_request(
         self,
         context: MiddlewareContext[mt.Request[Any, Any]],
         call_next: CallNext[mt.Request[Any, Any], Any],
     ) -> Any:
-        if self.every_request is not None and context.method not in _COMPONENT_METHODS:
-            client_id = await _client_id(self.get_client_id or self._default_identity, context)
-            decision = await _check(self.limiter, ((f"request:{client_id}", self.every_request),))
-            if not decision.allowed:
-                retry_after = _retry_after_s(decision)
-                raise RateLimitError(
-                    f"Rate limit exceeded ({decision.limit} per {decision.window:g} s) for client: {client_id}. "
-                    f"Retry after {retry_after:g} s.",
-                    retry_after=retry_after,
-                )
-        return await call_next(context)
+        if self.every_request is None:
+            return await call_next(context)
+        if context.method not in _COMPONENT_METHODS:
+            await self._charge_request(context)
+            return await call_next(context)
+        # A tool call, prompt or resource read is charged by its typed hook, with its own limit, in one
+        # decision. FastMCP runs that hook only for a request that reaches its handler: one that fails before
+        # it (no tool name, malformed params) comes through on_request alone, after failing, and call_next
+        # re-raises that failure. Such a request is charged here, so that every request is charged once.
+        charge = _RequestCharge(self)
+        token = _request_charge.set(charge)
+        try:
+            result = await call_next(context)
+        except Exception:
+            if not charge.taken:
+                await self._charge_request(context)  # a refusal takes the place of the failure
+            raise
+        finally:
+            _request_charge.reset(token)
+        if not charge.taken:
+            await self._charge_request(context)
+        return result
 
     async def on_call_tool(
         self,
