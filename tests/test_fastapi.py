@@ -426,6 +426,16 @@ def test_limit_decorator_without_request_sync_and_stacked(clock: FakeClock) -> N
     assert client.get("/stacked").status_code == 429
     assert "_ferrolimit" not in str(app.openapi()), "the injected parameter is not a documented query parameter"
 
+    @app.get("/unnamed")
+    @limit("10/min")
+    @limit("100/hour")
+    async def unnamed() -> dict[str, bool]:
+        return {"ok": True}
+
+    assert [client.get("/unnamed").status_code for _ in range(3)] == [200] * 3
+    limiter = app.state.fastlimit
+    assert limiter.stats()["GET /unnamed"]["allowed"] == 3, "two limits of one name count a request once"
+
 
 def test_rule_objects_and_async_key(clock: FakeClock) -> None:
     async def api_key(request: Request) -> str | None:

@@ -432,11 +432,14 @@ class RateLimit:
             engine.settle(decision, engine.counts(name), True, name, key)
             if decision.allowed:
                 engine.renderer.offer(shown, decision, name)
+        counted: set[str] = set()  # limits sharing a name (stacked unnamed ones) count a request once
         for cost, limits in enforced.items():
             decision = await _decide(engine.limiter, [(key, quota) for _, key, quota in limits], cost)
             if decision.allowed:
                 for name, _, _ in limits:
-                    engine.counts(name).add(allowed=1)
+                    if name not in counted:
+                        counted.add(name)
+                        engine.counts(name).add(allowed=1)
                 engine.renderer.offer(shown, decision, _binding_name(limits, decision))
                 continue
             name = _binding_name(limits, decision)
