@@ -154,9 +154,13 @@ impl Call {
     ) -> PyResult<Py<PyAny>> {
         match std::mem::replace(&mut self.state, State::Finished) {
             State::Started(iterator) => {
-                let thrown = iterator
-                    .bind(py)
-                    .call_method1(intern!(py, "throw"), (kind, value, traceback))?;
+                // Only the arguments given: the three-argument form is deprecated from Python 3.12.
+                let throw = iterator.bind(py).getattr(intern!(py, "throw"))?;
+                let thrown = match (value, traceback) {
+                    (None, None) => throw.call1((kind,))?,
+                    (value, None) => throw.call1((kind, value))?,
+                    (value, traceback) => throw.call1((kind, value, traceback))?,
+                };
                 self.state = State::Started(iterator);
                 Ok(thrown.unbind())
             }
