@@ -82,9 +82,28 @@ def test_a_denial_by_one_key_takes_nothing_from_the_others(
         limiter.hit_many([])
 
 
-def test_a_limit_named_twice_in_one_request_is_charged_once(clock: FakeClock) -> None:
-    limiter = Limiter("10/min", clock=clock)
+def test_a_limit_named_twice_in_one_request_is_charged_once(clock: FakeClock, make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter("10/min", clock=clock)
     assert limiter.hit_many([("k", None), ("k", "10/min"), ("k", None)], cost=2).remaining == 8
+
+
+@pytest.mark.parametrize("algorithm", TIME_ALGORITHMS)
+def test_a_repeated_pair_is_one_counter_on_every_backend(
+    algorithm: str, clock: FakeClock, make_limiter: MakeLimiter
+) -> None:
+    limiter = make_limiter("5/10s", algorithm, clock=clock)
+    twice = [limiter.hit_many([("k", None), ("k", None)]) for _ in range(6)]
+    assert [(d.allowed, d.remaining) for d in twice] == [
+        (True, 4),
+        (True, 3),
+        (True, 2),
+        (True, 1),
+        (True, 0),
+        (False, 0),
+    ]
+    per_ip = Quota("3/10s")
+    assert limiter.hit_many([("ip", per_ip), ("ip", "3/10s"), ("other", None)]).remaining == 2
+    assert limiter.hit_many([("ip", per_ip)]).remaining == 1
 
 
 def test_decision_times_and_reset_at(clock: FakeClock, make_limiter: MakeLimiter) -> None:

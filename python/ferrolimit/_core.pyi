@@ -327,7 +327,8 @@ class Limiter:
         """Forgets ``key``: its next request is treated as its first."""
     def hit_many(self, limits: Sequence[tuple[str, str | Quota | None]], cost: int = 1) -> Decision:
         """Checks several ``(key, rate)`` limits as one request (``None`` = this limiter's rates): all are
-        charged only if all pass. Returns the decision of the tightest limit."""
+        charged only if all pass, and a ``(key, rate)`` named twice is one counter, charged once. Returns the
+        decision of the tightest limit."""
     def sweep(self) -> int:
         """Drops keys whose state is that of a fresh key; returns how many."""
     def now(self) -> float:

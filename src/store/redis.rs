@@ -704,16 +704,19 @@ impl RedisLimiter {
         )
     }
 
+    /// One limit per distinct Redis key: the same counter named twice in one call is charged once, as in
+    /// memory.
     fn limits(&self, limits: &[(&str, &[Rate])]) -> Vec<Limit> {
-        limits
-            .iter()
-            .flat_map(|&(key, rates)| {
-                rates.iter().map(move |&rate| Limit {
-                    name: self.key_name(key, rate),
-                    rate,
-                })
-            })
-            .collect()
+        let mut resolved: Vec<Limit> = Vec::with_capacity(limits.iter().map(|(_, rates)| rates.len()).sum());
+        for &(key, rates) in limits {
+            for &rate in rates {
+                let name = self.key_name(key, rate);
+                if !resolved.iter().any(|limit| limit.name == name) {
+                    resolved.push(Limit { name, rate });
+                }
+            }
+        }
+        resolved
     }
 
     /// Decides `limits` (checks them; commits if `mode` is `Hit` and all pass). A Redis failure is decided
