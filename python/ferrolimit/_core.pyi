@@ -280,14 +280,14 @@ class Limiter:
     hash tag (``"{rl}:"``) puts every key in one slot and keeps such calls atomic.
 
     Connecting waits at most ``connect_timeout_ms``, a command at most ``timeout_ms``. When Redis fails or
-    times out, ``on_backend_error`` decides: ``"allow"`` (default), ``"deny"`` (``retry_after`` of at least 1 s)
-    or ``"memory"`` (this process's memory store, same rules). After ``breaker_failures`` failures in a row no
-    call waits on Redis for ``breaker_cooldown_ms``; then one call probes it and reconnects (on a cluster, per
-    range of 128 slots: a dead node's keys fall back, the live nodes' keys stay limited). Each incident is
-    logged once (warning on the ``ferrolimit`` logger, info when Redis answers again) and counted in
-    ``stats()``. No Redis failure raises out of a call. ``deny_cache_size > 0`` remembers that many denied
-    requests in this process until their ``retry_after``, so a blocked client's flood does not reach Redis
-    (a ``reset`` elsewhere is not seen until then).
+    times out, ``on_backend_error`` decides: ``"allow"`` (default), ``"deny"`` (``retry_after`` of at least 1 s,
+    and ``reset_after`` the same) or ``"memory"`` (this process's memory store, same rules). After
+    ``breaker_failures`` failures in a row no call waits on Redis for ``breaker_cooldown_ms``; then one call
+    probes it and reconnects (on a cluster, per range of 128 slots: a dead node's keys fall back, the live
+    nodes' keys stay limited). Each incident is logged once (warning on the ``ferrolimit`` logger, info when
+    Redis answers again) and counted in ``stats()``. No Redis failure raises out of a call.
+    ``deny_cache_size > 0`` remembers that many denied requests in this process until their ``retry_after``,
+    so a blocked client's flood does not reach Redis (a ``reset`` elsewhere is not seen until then).
 
     Sync methods release the GIL while they wait on Redis; the ``*_async`` methods return coroutines and
     never block the event loop (in memory they are already done). A process forked after using Redis makes

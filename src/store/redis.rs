@@ -329,6 +329,13 @@ impl RedisStore {
         &self.counts
     }
 
+    /// The wait `on_backend_error="deny"` tells a refused caller: the breaker's cooldown, at least a second.
+    pub fn deny_retry_after_ns(&self) -> u64 {
+        u64::try_from(self.options.breaker_cooldown.as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1_000_000_000)
+    }
+
     pub fn is_cluster(&self) -> bool {
         matches!(self.target, Target::Cluster(_))
     }
@@ -779,9 +786,14 @@ impl RedisLimiter {
             return None;
         }
         let elapsed_ns = u64::try_from(now.duration_since(entry.at).as_nanos()).unwrap_or(u64::MAX);
+        let retry_after_ns = entry.decision.retry_after_ns.saturating_sub(elapsed_ns).max(1);
         let decision = Decision {
-            retry_after_ns: entry.decision.retry_after_ns.saturating_sub(elapsed_ns).max(1),
-            reset_after_ns: entry.decision.reset_after_ns.saturating_sub(elapsed_ns),
+            retry_after_ns,
+            reset_after_ns: entry
+                .decision
+                .reset_after_ns
+                .saturating_sub(elapsed_ns)
+                .max(retry_after_ns),
             ..entry.decision
         };
         let now_ns = entry.now_ns + elapsed_ns;
@@ -974,19 +986,21 @@ impl RedisLimiter {
                 },
                 self.fallback.now_ns(),
             ),
-            OnBackendError::Deny => (
-                Decision {
-                    allowed: false,
-                    limit: tightest.limit(),
-                    remaining: 0,
-                    reset_after_ns: 0,
-                    retry_after_ns: u64::try_from(self.store.options.breaker_cooldown.as_nanos())
-                        .unwrap_or(u64::MAX)
-                        .max(1_000_000_000),
-                    period_ns: tightest.period_ns(),
-                },
-                self.fallback.now_ns(),
-            ),
+            OnBackendError::Deny => {
+                let retry_after_ns = self.store.deny_retry_after_ns();
+                (
+                    Decision {
+                        allowed: false,
+                        limit: tightest.limit(),
+                        remaining: 0,
+                        // Reported as the wait: a denial's reset is never before its retry.
+                        reset_after_ns: retry_after_ns,
+                        retry_after_ns,
+                        period_ns: tightest.period_ns(),
+                    },
+                    self.fallback.now_ns(),
+                )
+            }
         };
         Outcome {
             decision,

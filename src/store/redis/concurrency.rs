@@ -327,9 +327,8 @@ impl RedisConcurrency {
             ),
             OnBackendError::Deny => (
                 Decision {
-                    retry_after_ns: u64::try_from(self.store.options.breaker_cooldown.as_nanos())
-                        .unwrap_or(u64::MAX)
-                        .max(1_000_000_000),
+                    retry_after_ns: self.store.deny_retry_after_ns(),
+                    reset_after_ns: self.store.deny_retry_after_ns(),
                     ..self.fallback.full(cost)
                 },
                 self.fallback.now_ns(),
