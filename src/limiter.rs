@@ -11,7 +11,7 @@ use crate::algorithm::{
 use crate::clock::Clock;
 use crate::decision::Decision;
 use crate::rate::Rate;
-use crate::store::memory::{Check, MemoryStore, OnFull};
+use crate::store::memory::{Check, KeyHash, MemoryStore, OnFull};
 
 /// The algorithms by name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,22 +64,61 @@ impl AlgorithmKind {
     }
 }
 
+/// What a cost is measured against: a rate, or a number of concurrency slots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Capacity {
+    Rate(Rate),
+    Slots(u64),
+}
+
+impl Capacity {
+    /// The most one request can take.
+    pub fn units(self) -> u64 {
+        match self {
+            Capacity::Rate(rate) => rate.limit(),
+            Capacity::Slots(slots) => slots,
+        }
+    }
+}
+
+impl fmt::Display for Capacity {
+    /// `10 per 1 minute`, `3 concurrent slots`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Capacity::Rate(rate) => write!(f, "{rate}"),
+            Capacity::Slots(1) => f.write_str("1 concurrent slot"),
+            Capacity::Slots(slots) => write!(f, "{slots} concurrent slots"),
+        }
+    }
+}
+
 /// A request that no state of the limit could ever admit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CostExceedsLimit {
     pub cost: u64,
-    pub rate: Rate,
+    pub limit: Capacity,
+}
+
+impl CostExceedsLimit {
+    pub fn of_rate(cost: u64, rate: Rate) -> Self {
+        CostExceedsLimit {
+            cost,
+            limit: Capacity::Rate(rate),
+        }
+    }
+
+    /// The message for a cost shown as `cost`, which may be a number too large for a `u64`.
+    pub fn describe(cost: &dyn fmt::Display, limit: Capacity) -> String {
+        format!(
+            "a cost of {cost} can never pass a limit of {limit}: the most one request can take is {}",
+            limit.units()
+        )
+    }
 }
 
 impl fmt::Display for CostExceedsLimit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "a cost of {} can never pass a limit of {}: the most one request can take is {}",
-            self.cost,
-            self.rate,
-            self.rate.limit()
-        )
+        f.write_str(&Self::describe(&self.cost, self.limit))
     }
 }
 
@@ -139,7 +178,7 @@ impl<A: Algorithm> Limiter<A> {
     fn decide(&self, limits: &[(&str, &[Rate])], cost: u64, commit: bool) -> Result<(Decision, u64), CostExceedsLimit> {
         for (_, rates) in limits {
             if let Some(&rate) = rates.iter().find(|rate| rate.limit() < cost) {
-                return Err(CostExceedsLimit { cost, rate });
+                return Err(CostExceedsLimit::of_rate(cost, rate));
             }
         }
         let checks = self.checks(limits);
@@ -314,20 +353,25 @@ pub struct LeaseLimiter {
 }
 
 impl LeaseLimiter {
-    /// At most `rate.limit()` units in flight per key; `rate.period_ns()` is the wait suggested when full.
-    pub fn new(rate: Rate, lease_ns: Option<u64>, clock: Clock, max_keys: usize) -> Self {
+    /// At most `algorithm.slots()` units in flight per key; `algorithm.retry_after_ns()` is the wait suggested
+    /// when full.
+    pub fn new(algorithm: Concurrency, lease_ns: Option<u64>, clock: Clock, max_keys: usize) -> Self {
         LeaseLimiter {
             store: MemoryStore::new(max_keys, OnFull::Deny),
             clock,
-            algorithm: Concurrency::new(rate),
+            algorithm,
             lease_ns,
             next_id: AtomicU64::new(1),
             counters: Counters::default(),
         }
     }
 
-    pub fn rate(&self) -> Rate {
-        self.algorithm.rate()
+    pub fn algorithm(&self) -> Concurrency {
+        self.algorithm
+    }
+
+    pub fn slots(&self) -> u64 {
+        self.algorithm.slots()
     }
 
     pub fn lease_ns(&self) -> Option<u64> {
@@ -336,16 +380,22 @@ impl LeaseLimiter {
 
     /// The decision of a key with every unit taken.
     pub fn full(&self, cost: u64) -> Decision {
-        self.algorithm.check(&self.rate().limit(), 0, cost)
+        self.algorithm.check(self.slots(), cost)
     }
 
     /// Whether `cost` could ever pass.
     pub fn check_cost(&self, cost: u64) -> Result<(), CostExceedsLimit> {
-        let rate = self.rate();
-        if cost > rate.limit() {
-            return Err(CostExceedsLimit { cost, rate });
+        if cost > self.slots() {
+            return Err(CostExceedsLimit {
+                cost,
+                limit: Capacity::Slots(self.slots()),
+            });
         }
         Ok(())
+    }
+
+    fn hash(&self, key: &str) -> KeyHash {
+        self.store.key_digest(key, self.slots(), 0)
     }
 
     /// Takes `cost` units of `key` under a new lease if they are free.
@@ -357,7 +407,7 @@ impl LeaseLimiter {
             cost,
             expires_ns: self.lease_ns.map_or(u64::MAX, |lease_ns| now.saturating_add(lease_ns)),
         };
-        let hash = self.store.key_hash(key, self.rate());
+        let hash = self.hash(key);
         let decision = self.store.change(
             hash,
             now,
@@ -389,7 +439,7 @@ impl LeaseLimiter {
 
     fn change_existing(&self, key: &str, change: impl FnOnce(&mut Leases) -> u64) -> u64 {
         let now = self.clock.now_ns();
-        let hash = self.store.key_hash(key, self.rate());
+        let hash = self.hash(key);
         self.store.change(
             hash,
             now,
@@ -406,7 +456,7 @@ impl LeaseLimiter {
     /// Units free and in use on `key` now, and whether one more would pass.
     pub fn peek(&self, key: &str) -> (Decision, u64) {
         let now = self.clock.now_ns();
-        let hash = self.store.key_hash(key, self.rate());
+        let hash = self.hash(key);
         let in_flight = self.store.change(
             hash,
             now,
@@ -418,7 +468,7 @@ impl LeaseLimiter {
                 state.in_flight()
             },
         );
-        (self.algorithm.inspect(&in_flight, now), now)
+        (self.algorithm.inspect(in_flight), now)
     }
 
     pub fn len(&self) -> usize {
@@ -451,7 +501,6 @@ impl LeaseLimiter {
 mod tests {
     use super::*;
     use crate::clock::FakeClock;
-    use crate::rate::parse_rates;
 
     const SECOND: u64 = 1_000_000_000;
 
@@ -459,7 +508,7 @@ mod tests {
     fn lease_limiter_releases_exactly_its_leases_and_expires_them() {
         let clock = FakeClock::new(1_000 * SECOND);
         let limiter = LeaseLimiter::new(
-            parse_rates("2/s").unwrap()[0],
+            Concurrency::new(2, SECOND),
             Some(10 * SECOND),
             Clock::Fake(clock.clone()),
             100,
@@ -470,7 +519,13 @@ mod tests {
         assert_eq!(second.decision.remaining, 0);
         let denied = limiter.acquire("k", 1).unwrap();
         assert!(!denied.decision.allowed && denied.lease.is_none());
-        assert!(matches!(limiter.acquire("k", 3), Err(CostExceedsLimit { cost: 3, .. })));
+        let Err(too_large) = limiter.acquire("k", 3) else {
+            panic!("a cost above the slots was taken");
+        };
+        assert_eq!(
+            too_large.to_string(),
+            "a cost of 3 can never pass a limit of 2 concurrent slots: the most one request can take is 2"
+        );
 
         assert_eq!(limiter.release("k", first.lease.unwrap(), u64::MAX), 1);
         assert_eq!(limiter.release("k", first.lease.unwrap(), u64::MAX), 0);
@@ -490,7 +545,7 @@ mod tests {
     #[test]
     fn without_a_lease_duration_units_are_held_until_released() {
         let clock = FakeClock::new(SECOND);
-        let limiter = LeaseLimiter::new(parse_rates("1/s").unwrap()[0], None, Clock::Fake(clock.clone()), 1);
+        let limiter = LeaseLimiter::new(Concurrency::new(1, SECOND), None, Clock::Fake(clock.clone()), 1);
         assert!(limiter.acquire("a", 1).unwrap().decision.allowed);
         clock.advance_ns(3_600 * SECOND);
         assert!(!limiter.acquire("a", 1).unwrap().decision.allowed);

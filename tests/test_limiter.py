@@ -231,13 +231,48 @@ def test_bad_configuration_is_refused_clearly(kwargs: dict[str, object], error: 
         Limiter(**kwargs)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("cost", [0, -1, -(2**70)])
+@pytest.mark.parametrize("cost", [0, -1, -(2**63) - 1, -(2**70)])
 def test_non_positive_costs_are_refused(cost: int) -> None:
     limiter = Limiter("10/min")
-    with pytest.raises((ValueError, OverflowError)):
-        limiter.hit("k", cost=cost)
-    with pytest.raises((ValueError, OverflowError)):
-        limiter.allow("k", cost)
+    calls: list[Callable[[], object]] = [
+        lambda: limiter.hit("k", cost=cost),
+        lambda: limiter.allow("k", cost),
+        lambda: limiter.test("k", cost),
+        lambda: limiter.hit_many([("k", None)], cost),
+        lambda: limiter.hit_async("k", cost),
+        lambda: limiter.hit_many_async([("k", None)], cost),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match=f"^cost must be a positive whole number, got {cost}(\n|$)"):
+            call()
+
+
+@pytest.mark.parametrize("cost", [2**63, 2**64, 10**30])
+def test_costs_too_large_for_any_limit_are_refused_like_any_cost_above_the_limit(
+    cost: int, make_limiter: MakeLimiter
+) -> None:
+    limiter = make_limiter("10/min;100/hour")
+    message = f"^a cost of {cost} can never pass a limit of 10 per 1 minute: the most one request can take is 10$"
+    calls: list[Callable[[], object]] = [
+        lambda: limiter.hit("k", cost),
+        lambda: limiter.allow("k", cost),
+        lambda: limiter.test("k", cost),
+        lambda: limiter.hit_many([("k", None), ("u", "5/s")], cost),
+        lambda: limiter.hit_async("k", cost),
+        lambda: limiter.allow_async("k", cost),
+        lambda: limiter.test_async("k", cost),
+    ]
+    for call in calls:
+        with pytest.raises(CostExceedsLimitError, match=message):
+            call()
+    with pytest.raises(CostExceedsLimitError, match=f"^a cost of {cost} can never pass a limit of 5 per 1 second"):
+        limiter.hit_many([("u", "5/s"), ("k", None)], cost)
+    concurrency = ConcurrencyLimiter(3)
+    for acquire in (concurrency.acquire, concurrency.acquire_lease, concurrency.slot, concurrency.acquire_async):
+        with pytest.raises(CostExceedsLimitError, match=f"^a cost of {cost} can never pass a limit of 3 concurrent"):
+            acquire("k", cost)
+    concurrency.release("k", cost)  # gives back at most what this limiter took: nothing here
+    assert limiter.peek("k").remaining == 10 and concurrency.peek("k").remaining == 3
 
 
 @pytest.mark.parametrize("bad", [1.5, "2", None, b"k"])

@@ -316,7 +316,8 @@ class Limiter:
     ) -> Self: ...
     def hit(self, key: str, cost: int = 1) -> Decision:
         """Takes ``cost`` units from every rate of ``key`` if all have room; a denied request takes nothing.
-        Raises ``CostExceedsLimitError`` if ``cost`` is larger than a rate's limit."""
+        Raises ``CostExceedsLimitError`` if ``cost`` is larger than a rate's limit (however large the int), and
+        ``ValueError`` if it is below 1."""
     def allow(self, key: str, cost: int = 1) -> bool:
         """``hit(key, cost).allowed`` without building a Decision."""
     def test(self, key: str, cost: int = 1) -> Decision:
@@ -370,8 +371,9 @@ class Limiter:
 @disjoint_base
 class ConcurrencyLimiter:
     """At most ``limit`` units in flight per key: a request takes slots when it starts and gives them back
-    when it ends. ``retry_after`` is the wait suggested when the key is full (when a slot frees up is not known
-    in advance).
+    when it ends. ``retry_after`` is the wait in seconds suggested when the key is full (when a slot frees up is
+    not known in advance): above 0 and at most ten years, kept as given to the nanosecond; a denial reports it
+    as both ``retry_after`` and ``reset_after``.
 
     ``storage`` is ``"memory://"`` (default) or a Redis URL, as for ``Limiter``, with the same Redis options
     (``key_prefix``, ``connect_timeout_ms``, ``timeout_ms``, ``on_backend_error``, ``breaker_failures``,
@@ -421,7 +423,8 @@ class ConcurrencyLimiter:
     ) -> Self: ...
     def acquire(self, key: str, cost: int = 1) -> Decision:
         """Takes ``cost`` slots for ``key`` if free; give them back with ``release``. Raises
-        ``CostExceedsLimitError`` if ``cost`` is larger than ``limit``."""
+        ``CostExceedsLimitError`` if ``cost`` is larger than ``limit`` (however large the int), and ``ValueError``
+        if it is below 1."""
     def acquire_async(self, key: str, cost: int = 1) -> Coroutine[Any, Any, Decision]:
         """``acquire`` as an awaitable; on Redis the event loop runs on while the store answers."""
     def release(self, key: str, cost: int = 1) -> None:

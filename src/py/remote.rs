@@ -12,7 +12,7 @@ use pyo3::types::PyDict;
 use super::bridge::{self, Done};
 use super::errors::{Error, Result};
 use super::runtime::runtime;
-use super::{positive, quota_of, Decision, Limiter};
+use super::{positive, quota_of, Cost, Decision, Limiter};
 use crate::limiter::{AlgorithmKind, AnyLimiter};
 use crate::rate::Rate;
 use crate::store::redis::{ConnectOptions, LimiterOptions, LogFn, Mode, OnBackendError, RedisLimiter, RedisStore};
@@ -228,7 +228,7 @@ impl Limiter {
         vec![(key, self.quota.rates.clone())]
     }
 
-    fn parse_limits(&self, limits: Vec<(String, Option<Bound<'_, PyAny>>)>) -> PyResult<Limits> {
+    pub(super) fn parse_limits(&self, limits: Vec<(String, Option<Bound<'_, PyAny>>)>) -> PyResult<Limits> {
         if limits.is_empty() {
             return Err(Error::Value("hit_many needs at least one (key, rate) pair".to_owned()).into());
         }
@@ -247,11 +247,15 @@ impl Limiter {
         &self,
         py: Python<'py>,
         limits: Limits,
-        cost: i64,
+        cost: Cost,
         mode: Mode,
         as_bool: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let cost = if mode == Mode::Peek { 1 } else { positive(cost, "cost")? };
+        let cost = if mode == Mode::Peek {
+            1
+        } else {
+            cost.units_against(&limits)?
+        };
         if let Some(remote) = &self.remote {
             return decide_later(py, remote, limits, cost, mode, as_bool);
         }
@@ -277,35 +281,35 @@ impl Limiter {
     }
 
     /// `hit` as an awaitable: on Redis the event loop stays free while the store answers.
-    #[pyo3(signature = (key, cost = 1))]
-    fn hit_async<'py>(&self, py: Python<'py>, key: String, cost: i64) -> PyResult<Bound<'py, PyAny>> {
+    #[pyo3(signature = (key, cost = Cost::ONE), text_signature = "($self, key, cost=1)")]
+    fn hit_async<'py>(&self, py: Python<'py>, key: String, cost: Cost) -> PyResult<Bound<'py, PyAny>> {
         self.decide_async(py, self.own_limits(key), cost, Mode::Hit, false)
     }
 
     /// `allow` as an awaitable.
-    #[pyo3(signature = (key, cost = 1))]
-    fn allow_async<'py>(&self, py: Python<'py>, key: String, cost: i64) -> PyResult<Bound<'py, PyAny>> {
+    #[pyo3(signature = (key, cost = Cost::ONE), text_signature = "($self, key, cost=1)")]
+    fn allow_async<'py>(&self, py: Python<'py>, key: String, cost: Cost) -> PyResult<Bound<'py, PyAny>> {
         self.decide_async(py, self.own_limits(key), cost, Mode::Hit, true)
     }
 
     /// `test` as an awaitable.
-    #[pyo3(signature = (key, cost = 1))]
-    fn test_async<'py>(&self, py: Python<'py>, key: String, cost: i64) -> PyResult<Bound<'py, PyAny>> {
+    #[pyo3(signature = (key, cost = Cost::ONE), text_signature = "($self, key, cost=1)")]
+    fn test_async<'py>(&self, py: Python<'py>, key: String, cost: Cost) -> PyResult<Bound<'py, PyAny>> {
         self.decide_async(py, self.own_limits(key), cost, Mode::Test, false)
     }
 
     /// `peek` as an awaitable.
     fn peek_async<'py>(&self, py: Python<'py>, key: String) -> PyResult<Bound<'py, PyAny>> {
-        self.decide_async(py, self.own_limits(key), 1, Mode::Peek, false)
+        self.decide_async(py, self.own_limits(key), Cost::ONE, Mode::Peek, false)
     }
 
     /// `hit_many` as an awaitable.
-    #[pyo3(signature = (limits, cost = 1))]
+    #[pyo3(signature = (limits, cost = Cost::ONE), text_signature = "($self, limits, cost=1)")]
     fn hit_many_async<'py>(
         &self,
         py: Python<'py>,
         limits: Vec<(String, Option<Bound<'py, PyAny>>)>,
-        cost: i64,
+        cost: Cost,
     ) -> PyResult<Bound<'py, PyAny>> {
         let limits = self.parse_limits(limits)?;
         self.decide_async(py, limits, cost, Mode::Hit, false)

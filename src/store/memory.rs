@@ -130,11 +130,16 @@ impl<S: Default + Clone + Send> MemoryStore<S> {
 
     /// The stored digest of `key` under `rate`.
     pub fn key_hash(&self, key: &str, rate: Rate) -> KeyHash {
+        self.key_digest(key, rate.limit(), rate.period_ns())
+    }
+
+    /// The stored digest of `key` under any two numbers that tell its limits apart.
+    pub fn key_digest(&self, key: &str, first: u64, second: u64) -> KeyHash {
         let mut hasher = SipHasher13::new_with_keys(self.hash_keys.0, self.hash_keys.1);
         hasher.write(key.as_bytes());
         hasher.write_u8(0xff);
-        hasher.write_u64(rate.limit());
-        hasher.write_u64(rate.period_ns());
+        hasher.write_u64(first);
+        hasher.write_u64(second);
         let digest = hasher.finish128();
         KeyHash(digest.h1, digest.h2)
     }

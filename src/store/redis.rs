@@ -732,7 +732,7 @@ impl RedisLimiter {
         if mode != Mode::Peek {
             for (_, rates) in limits {
                 if let Some(&rate) = rates.iter().find(|rate| rate.limit() < cost) {
-                    return Err(CostExceedsLimit { cost, rate });
+                    return Err(CostExceedsLimit::of_rate(cost, rate));
                 }
             }
         }
