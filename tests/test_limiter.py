@@ -164,6 +164,16 @@ def test_idle_keys_are_dropped_without_changing_decisions(clock: FakeClock) -> N
     assert limiter.hit("busy").remaining == 1
 
 
+@pytest.mark.parametrize("max_keys", [1, 999, 3_000, 65_535, 100_000])
+def test_max_keys_is_the_number_given_and_the_number_held(max_keys: int, clock: FakeClock) -> None:
+    limiter = Limiter("5/hour", clock=clock, max_keys=max_keys, on_full="deny")
+    assert limiter.max_keys == max_keys
+    # New keys spread over the shards until every one is full: together they hold max_keys exactly.
+    admitted = sum(limiter.allow(f"k{index}") for index in range(3 * max_keys + 1_000))
+    assert admitted == len(limiter) == max_keys
+    assert limiter.stats()["store_full"] == 2 * max_keys + 1_000
+
+
 def test_a_full_store_can_deny_new_keys(clock: FakeClock) -> None:
     limiter = Limiter("5/min", clock=clock, max_keys=2, on_full="deny")
     assert limiter.allow("a") and limiter.allow("b")

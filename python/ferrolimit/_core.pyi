@@ -266,10 +266,14 @@ class Limiter:
 
     ``storage`` is ``"memory://"`` (default) or a Redis URL: ``redis://[user:pass@]host:port/db``,
     ``rediss://...`` (TLS; ``#insecure`` skips certificate checks), ``redis+cluster://h1:p1,h2:p2`` or
-    ``redis+unix:///path.sock?db=0``. The memory store keeps at most ``max_keys`` keys; keys that behave as new
-    are dropped on their own, and a live counter is never dropped. When the store is full of live keys a new
-    key is let through untracked (``on_full="allow"``) or refused (``on_full="deny"``); ``stats()["store_full"]``
-    counts them.
+    ``redis+unix:///path.sock?db=0``.
+
+    The memory store keeps at most ``max_keys`` keys; keys that behave as new are dropped on their own, and a
+    live counter is never dropped. The keys are spread by hash over up to 64 shards, each holding its share of
+    ``max_keys``; when a new key's shard is full of live keys, the key is let through untracked
+    (``on_full="allow"``) or refused (``on_full="deny"``), and ``stats()["store_full"]`` counts it. A shard can
+    fill before the whole store does, from about 90% of ``max_keys`` at worst (exactly at ``max_keys`` below
+    2,048; see the README, "Memory").
 
     On Redis every decision is one ``EVALSHA`` of a Lua script that checks all its limits together and commits
     only if all pass, on Redis server time, so processes and hosts share exact limits. Keys are
@@ -364,7 +368,8 @@ class Limiter:
     @property
     def algorithm(self) -> str: ...
     @property
-    def max_keys(self) -> int: ...
+    def max_keys(self) -> int:
+        """The cap on keys in the memory store, as given."""
     def __len__(self) -> int:
         """Keys held in the store now."""
 
