@@ -198,6 +198,30 @@ def test_concurrency_limiter_counts_requests_in_flight(clock: FakeClock) -> None
     assert len(limiter) == 0 and limiter.peek("k").remaining == 2
 
 
+def test_keys_charged_under_their_own_rate_can_be_peeked_and_reset(clock: FakeClock, make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter("100/min", clock=clock)
+    per_ip = Quota("2/min")
+    assert [limiter.hit_many([("ip", per_ip)]).allowed for _ in range(3)] == [True, True, False]
+    assert limiter.peek("ip", per_ip).remaining == 0 and limiter.peek("ip", "2/min").remaining == 0
+    assert limiter.peek("ip").remaining == 100, "without a rate, the limiter's own counter of the key"
+    limiter.reset("ip")
+    assert not limiter.hit_many([("ip", per_ip)]).allowed, "reset(key) alone forgets only the own counter"
+    limiter.reset("ip", per_ip)
+    assert limiter.hit_many([("ip", per_ip)]).remaining == 1
+
+    async def asynchronously() -> tuple[int, bool]:
+        await limiter.hit_many_async([("ip", per_ip)])
+        await limiter.reset_async("ip", "2/min")
+        peeked = await limiter.peek_async("ip", per_ip)
+        return peeked.remaining, (await limiter.hit_many_async([("ip", per_ip)])).allowed
+
+    assert asyncio.run(asynchronously()) == (2, True)
+    with pytest.raises(TypeError, match="a rate must be a str such as '10/min' or a Quota, not int"):
+        limiter.reset("ip", 5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="invalid rate"):
+        limiter.peek("ip", "2 per fortnight")
+
+
 def test_quota_and_parse_rates() -> None:
     assert parse_rates("10/s;1000/day") == [(10, 1.0), (1000, 86_400.0)]
     quota = Quota("10 per minute")

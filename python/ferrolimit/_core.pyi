@@ -326,10 +326,12 @@ class Limiter:
         """``hit(key, cost).allowed`` without building a Decision."""
     def test(self, key: str, cost: int = 1) -> Decision:
         """What ``hit(key, cost)`` would decide now, taking nothing."""
-    def peek(self, key: str) -> Decision:
-        """The key's standing: units left now, time to full reset, and whether one more unit would pass."""
-    def reset(self, key: str) -> None:
-        """Forgets ``key``: its next request is treated as its first."""
+    def peek(self, key: str, rate: str | Quota | None = None) -> Decision:
+        """The standing of ``key`` under ``rate`` (``None``: this limiter's rates; give the one ``hit_many`` was
+        given for the key): units left now, time to full reset, and whether one more unit would pass."""
+    def reset(self, key: str, rate: str | Quota | None = None) -> None:
+        """Forgets ``key`` under ``rate`` (``None``: this limiter's rates; give the one ``hit_many`` was given
+        for the key): its next request under that rate is treated as its first."""
     def hit_many(self, limits: Sequence[tuple[str, str | Quota | None]], cost: int = 1) -> Decision:
         """Checks several ``(key, rate)`` limits as one request (``None`` = this limiter's rates): all are
         charged only if all pass, and a ``(key, rate)`` named twice is one counter, charged once. Returns the
@@ -349,13 +351,13 @@ class Limiter:
         """``allow`` as an awaitable."""
     def test_async(self, key: str, cost: int = 1) -> Coroutine[Any, Any, Decision]:
         """``test`` as an awaitable."""
-    def peek_async(self, key: str) -> Coroutine[Any, Any, Decision]:
+    def peek_async(self, key: str, rate: str | Quota | None = None) -> Coroutine[Any, Any, Decision]:
         """``peek`` as an awaitable."""
     def hit_many_async(
         self, limits: Sequence[tuple[str, str | Quota | None]], cost: int = 1
     ) -> Coroutine[Any, Any, Decision]:
         """``hit_many`` as an awaitable."""
-    def reset_async(self, key: str) -> Coroutine[Any, Any, None]:
+    def reset_async(self, key: str, rate: str | Quota | None = None) -> Coroutine[Any, Any, None]:
         """``reset`` as an awaitable."""
     def _ping(self) -> bool:
         """One PING on the Redis connection (False in memory or when it fails); for benchmarks."""

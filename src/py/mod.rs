@@ -9,6 +9,7 @@ mod remote;
 mod runtime;
 mod send;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use pyo3::exceptions::PyOverflowError;
@@ -334,6 +335,14 @@ pub struct Limiter {
 }
 
 impl Limiter {
+    /// The rates a call names: `rate` (a str or a Quota), or this limiter's own for None.
+    fn rates_of(&self, rate: Option<&Bound<'_, PyAny>>) -> PyResult<Cow<'_, [Rate]>> {
+        let Some(rate) = rate else {
+            return Ok(Cow::Borrowed(&self.quota.rates));
+        };
+        Ok(Cow::Owned(quota_of(rate)?))
+    }
+
     /// The units of `cost` against this limiter's own rates.
     fn own_units(&self, cost: Cost) -> Result<u64> {
         cost.units(|| Capacity::Rate(self.quota.rates[0]))
@@ -440,28 +449,28 @@ impl Limiter {
         self.decide(py, key, cost, false)
     }
 
-    /// The key's standing now: units left, time to full reset, and whether one more unit would pass.
-    fn peek(&self, py: Python<'_>, key: &str) -> PyResult<Decision> {
+    /// The standing of `key` under `rate` (None: this limiter's own rates) now: units left, time to full
+    /// reset, and whether one more unit would pass.
+    #[pyo3(signature = (key, rate = None))]
+    fn peek(&self, py: Python<'_>, key: &str, rate: Option<&Bound<'_, PyAny>>) -> PyResult<Decision> {
+        let rates = self.rates_of(rate)?;
         if let Some(remote) = &self.remote {
-            return remote::decide(
-                py,
-                remote,
-                &vec![(key.to_owned(), self.quota.rates.clone())],
-                1,
-                Mode::Peek,
-            );
+            return remote::decide(py, remote, &vec![(key.to_owned(), rates.into_owned())], 1, Mode::Peek);
         }
-        let (decision, now_ns) = self.limiter.peek(&[(key, self.quota.rates.as_slice())]);
+        let (decision, now_ns) = self.limiter.peek(&[(key, &rates)]);
         Ok(Decision::from_core(decision, now_ns))
     }
 
-    /// Forgets `key`: its next request is treated as its first.
-    fn reset(&self, py: Python<'_>, key: &str) {
+    /// Forgets `key` under `rate` (None: this limiter's own rates): its next request is treated as its first.
+    #[pyo3(signature = (key, rate = None))]
+    fn reset(&self, py: Python<'_>, key: &str, rate: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let rates = self.rates_of(rate)?;
         if let Some(remote) = &self.remote {
-            remote::reset(py, remote, key, &self.quota.rates);
-            return;
+            remote::reset(py, remote, key, &rates);
+        } else {
+            self.limiter.reset(key, &rates);
         }
-        self.limiter.reset(key, &self.quota.rates);
+        Ok(())
     }
 
     /// Checks several (key, rate) limits as one request: all are charged only if all pass.

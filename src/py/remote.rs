@@ -12,7 +12,7 @@ use pyo3::types::PyDict;
 use super::bridge::{self, Done};
 use super::errors::{Error, Result};
 use super::runtime::runtime;
-use super::{positive, quota_of, Cost, Decision, Limiter};
+use super::{positive, Cost, Decision, Limiter};
 use crate::limiter::{AlgorithmKind, AnyLimiter};
 use crate::rate::Rate;
 use crate::store::redis::{ConnectOptions, LimiterOptions, LogFn, Mode, OnBackendError, RedisLimiter, RedisStore};
@@ -234,12 +234,7 @@ impl Limiter {
         }
         limits
             .into_iter()
-            .map(|(key, rate)| {
-                Ok((
-                    key,
-                    rate.map_or_else(|| Ok(self.quota.rates.clone()), |rate| quota_of(&rate))?,
-                ))
-            })
+            .map(|(key, rate)| Ok((key, self.rates_of(rate.as_ref())?.into_owned())))
             .collect()
     }
 
@@ -299,8 +294,15 @@ impl Limiter {
     }
 
     /// `peek` as an awaitable.
-    fn peek_async<'py>(&self, py: Python<'py>, key: String) -> PyResult<Bound<'py, PyAny>> {
-        self.decide_async(py, self.own_limits(key), Cost::ONE, Mode::Peek, false)
+    #[pyo3(signature = (key, rate = None))]
+    fn peek_async<'py>(
+        &self,
+        py: Python<'py>,
+        key: String,
+        rate: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let limits = vec![(key, self.rates_of(rate)?.into_owned())];
+        self.decide_async(py, limits, Cost::ONE, Mode::Peek, false)
     }
 
     /// `hit_many` as an awaitable.
@@ -333,13 +335,20 @@ impl Limiter {
     }
 
     /// `reset` as an awaitable.
-    fn reset_async<'py>(&self, py: Python<'py>, key: String) -> PyResult<Bound<'py, PyAny>> {
+    #[pyo3(signature = (key, rate = None))]
+    fn reset_async<'py>(
+        &self,
+        py: Python<'py>,
+        key: String,
+        rate: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let rates = self.rates_of(rate)?;
         let Some(remote) = &self.remote else {
-            self.limiter.reset(&key, &self.quota.rates);
+            self.limiter.reset(&key, &rates);
             return ready(py, py.None().into_bound(py));
         };
         let remote = Arc::clone(remote);
-        let rates = self.quota.rates.clone();
+        let rates = rates.into_owned();
         bridge::spawn(py, async move {
             remote.reset(&key, &rates).await;
             Done::Unit
