@@ -52,6 +52,46 @@ impl AlgorithmKind {
         })
     }
 
+    /// Why this algorithm cannot enforce `rate` as written (on Redis when `on_redis`), if it cannot.
+    ///
+    /// - `sliding_window_log` keeps one timestamp per unit taken: a limit above `MAX_LOG_LIMIT` would let one
+    ///   key (or one request's cost) take unbounded memory.
+    /// - On Redis, the scripts count time in whole microseconds, so the emission-based algorithms round the
+    ///   time per unit (`period / limit`) down to a whole microsecond. Where that rounding lets one unit or
+    ///   more per period through beyond what the memory store (which counts nanoseconds) admits, the rate is
+    ///   refused rather than enforced differently.
+    pub fn unusable(self, rate: Rate, on_redis: bool) -> Option<String> {
+        if self == AlgorithmKind::SlidingWindowLog && rate.limit() > MAX_LOG_LIMIT {
+            return Some(format!(
+                "the sliding_window_log algorithm keeps one timestamp per unit taken, so its limits are at most \
+                 {MAX_LOG_LIMIT} per period, and {rate:?} is more; use 'sliding_window_counter' (two counters per key) \
+                 or 'gcra' for a limit this large",
+                rate = rate.to_string()
+            ));
+        }
+        let emission_based = matches!(
+            self,
+            AlgorithmKind::Gcra | AlgorithmKind::TokenBucket | AlgorithmKind::LeakyBucket
+        );
+        if !on_redis || !emission_based {
+            return None;
+        }
+        let emission_ns = rate.emission_ns();
+        let redis_emission_ns = (rate.period_ns() / NANOS_PER_MICRO / rate.limit()) * NANOS_PER_MICRO;
+        let lost_ns = u128::from(emission_ns - redis_emission_ns.min(emission_ns)) * u128::from(rate.limit());
+        if redis_emission_ns > 0 && lost_ns < u128::from(emission_ns) {
+            return None;
+        }
+        Some(format!(
+            "on Redis, {name} counts time in whole microseconds: {rate:?} leaves {emission_ns} ns per unit, which \
+             would be cut to {redis_us} µs and let more through than the rate allows; use a limit that divides the \
+             period into whole microseconds (such as \"1000/s\" or \"1000000/s\"), or memory storage",
+            name = self.name(),
+            rate = rate.to_string(),
+            redis_us = redis_emission_ns / NANOS_PER_MICRO,
+        ))
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             AlgorithmKind::Gcra => "gcra",
@@ -63,6 +103,11 @@ impl AlgorithmKind {
         }
     }
 }
+
+/// The largest limit `sliding_window_log` takes (one timestamp per unit: 800 kB a key in memory at most).
+pub const MAX_LOG_LIMIT: u64 = 100_000;
+
+const NANOS_PER_MICRO: u64 = 1_000;
 
 /// What a cost is measured against: a rate, or a number of concurrency slots.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -503,6 +548,68 @@ mod tests {
     use crate::clock::FakeClock;
 
     const SECOND: u64 = 1_000_000_000;
+
+    fn usable(kind: AlgorithmKind, rate: &str, on_redis: bool) -> Result<(), String> {
+        kind.unusable(crate::rate::parse_rates(rate).unwrap()[0], on_redis)
+            .map_or(Ok(()), Err)
+    }
+
+    #[test]
+    fn the_log_takes_limits_up_to_its_maximum_anywhere() {
+        assert_eq!(usable(AlgorithmKind::SlidingWindowLog, "100000/day", true), Ok(()));
+        let error = usable(AlgorithmKind::SlidingWindowLog, "100001/day", false).unwrap_err();
+        assert!(
+            error.contains("at most 100000 per period, and \"100001 per 1 day\" is more"),
+            "{error}"
+        );
+        assert!(error.contains("'sliding_window_counter'"), "{error}");
+        assert_eq!(
+            usable(AlgorithmKind::SlidingWindowCounter, "1000000000/day", true),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn redis_refuses_rates_its_microseconds_cannot_hold() {
+        for kind in [
+            AlgorithmKind::Gcra,
+            AlgorithmKind::TokenBucket,
+            AlgorithmKind::LeakyBucket,
+        ] {
+            for fine in [
+                "1000000/s",
+                "500000/s",
+                "1000/s",
+                "3/s",
+                "7/13s",
+                "10/min",
+                "1000000/day",
+            ] {
+                assert_eq!(usable(kind, fine, true), Ok(()), "{fine}");
+            }
+            for (coarse, says) in [
+                ("2000000/s", "leaves 500 ns per unit, which would be cut to 0 µs"),
+                ("600000/s", "leaves 1666 ns per unit, which would be cut to 1 µs"),
+                ("1500/s", "leaves 666666 ns per unit, which would be cut to 666 µs"),
+                ("1000000000/hour", "leaves 3600 ns per unit, which would be cut to 3 µs"),
+                (
+                    "1000000000/day",
+                    "leaves 86400 ns per unit, which would be cut to 86 µs",
+                ),
+            ] {
+                assert_eq!(usable(kind, coarse, false), Ok(()), "memory counts nanoseconds");
+                let error = usable(kind, coarse, true).unwrap_err();
+                assert!(error.contains(says), "{error}");
+                assert!(
+                    error.starts_with(&format!("on Redis, {} counts", kind.name())),
+                    "{error}"
+                );
+            }
+        }
+        for kind in [AlgorithmKind::FixedWindow, AlgorithmKind::SlidingWindowCounter] {
+            assert_eq!(usable(kind, "2000000/s", true), Ok(()), "windows have no time per unit");
+        }
+    }
 
     #[test]
     fn lease_limiter_releases_exactly_its_leases_and_expires_them() {

@@ -183,6 +183,61 @@ def test_a_full_store_can_deny_new_keys(clock: FakeClock) -> None:
     assert limiter.stats()["store_full"] == 1
 
 
+@pytest.mark.parametrize("quota", ["100001/day", Quota("1000000000/day"), Quota.per(200_000, 1.0)])
+def test_the_timestamp_log_refuses_limits_it_cannot_hold(quota: str | Quota, make_limiter: MakeLimiter) -> None:
+    shown = str(quota if isinstance(quota, Quota) else Quota(quota))
+    message = f"at most 100000 per period, and \"{shown}\" is more; use 'sliding_window_counter'"
+    with pytest.raises(ValueError, match=message):
+        make_limiter(quota, "sliding_window_log")
+    limiter = make_limiter("10/min", "sliding_window_log")
+    with pytest.raises(ValueError, match=message):
+        limiter.hit_many([("k", quota)])
+    with pytest.raises(ValueError, match=message):
+        limiter.peek("k", quota)
+    assert limiter.hit("k").remaining == 9, "the refused calls took nothing"
+    assert make_limiter(quota, "sliding_window_counter").hit("k").allowed
+
+
+def test_the_timestamp_log_takes_its_largest_limit_and_cost(clock: FakeClock, make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter("100000/day", "sliding_window_log", clock=clock)
+    assert limiter.hit("k", 100_000).remaining == 0
+    denied = limiter.hit("k")
+    assert not denied.allowed and denied.retry_after == 86_400.0
+    clock.advance(86_400)
+    assert limiter.hit("k", 100_000).allowed
+
+
+@pytest.mark.parametrize("algorithm", ["gcra", "token_bucket", "leaky_bucket"])
+def test_a_unit_per_microsecond_holds_everywhere_and_finer_rates_only_in_memory(
+    algorithm: str, backend: str, clock: FakeClock, make_limiter: MakeLimiter
+) -> None:
+    limiter = make_limiter("1000000/s", algorithm, clock=clock)
+    assert limiter.hit("g", 1_000_000).remaining == 0
+    clock.advance(0.5)
+    half = limiter.peek("g")
+    assert (half.remaining, half.reset_after) == (500_000, 0.5)
+    for rate in ["2000000/s", "600000/s", "1500/s", "1000000000/hour"]:
+        if backend == "memory":
+            fine = make_limiter(rate, algorithm, clock=clock)  # memory counts nanoseconds
+            assert fine.hit("g", Quota(rate).limit).remaining == 0 and not fine.hit("g").allowed
+            continue
+        message = f'^on Redis, {algorithm} counts time in whole microseconds: "{Quota(rate)}" leaves'
+        with pytest.raises(ValueError, match=message):
+            make_limiter(rate, algorithm, clock=clock)
+        with pytest.raises(ValueError, match=message):
+            limiter.hit_many([("g", rate)])
+    assert limiter.peek("g").remaining == 500_000, "the refused calls took nothing"
+    assert make_limiter("2000000/s", "fixed_window", clock=clock).hit("g", 2_000_000).allowed
+
+
+def test_a_charge_refuses_a_log_limit_it_cannot_hold(clock: FakeClock) -> None:
+    from ferrolimit._core import Charge, Counts, HeaderRenderer
+
+    limiter = Limiter("10/min", "sliding_window_log", clock=clock)
+    with pytest.raises(ValueError, match="at most 100000 per period"):
+        Charge(limiter, "p:", Quota("200000/hour"), 1, HeaderRenderer(), "p", Counts(), ClientIdentifier().native)
+
+
 def test_concurrency_limiter_counts_requests_in_flight(clock: FakeClock) -> None:
     limiter = ConcurrencyLimiter(2, retry_after=0.5, clock=clock)
     assert limiter.acquire("k").remaining == 1

@@ -262,7 +262,9 @@ class Limiter:
     """A rate limiter: one or more rates, an algorithm and a store.
 
     ``algorithm`` is one of ``"gcra"`` (default), ``"token_bucket"``, ``"leaky_bucket"``, ``"fixed_window"``,
-    ``"sliding_window_counter"`` or ``"sliding_window_log"``.
+    ``"sliding_window_counter"`` or ``"sliding_window_log"``. ``"sliding_window_log"`` keeps one timestamp per
+    unit taken, so it takes limits of at most 100,000 per period (``ValueError`` otherwise, here or in the call
+    that names the rate); ``"sliding_window_counter"`` holds two counters per key at any limit.
 
     ``storage`` is ``"memory://"`` (default) or a Redis URL: ``redis://[user:pass@]host:port/db``,
     ``rediss://...`` (TLS; ``#insecure`` skips certificate checks), ``redis+cluster://h1:p1,h2:p2`` or
@@ -281,7 +283,11 @@ class Limiter:
     every rate of a key in one cluster slot. On a cluster, a ``hit_many`` whose keys span slots is checked on
     every slot and then committed slot by slot: a request is never admitted past a limit, but a race between
     the check and the commit can charge one slot for a request another refused; a ``key_prefix`` with its own
-    hash tag (``"{rl}:"``) puts every key in one slot and keeps such calls atomic.
+    hash tag (``"{rl}:"``) puts every key in one slot and keeps such calls atomic. The scripts count time in
+    whole microseconds, so ``gcra``, ``token_bucket`` and ``leaky_bucket`` refuse (``ValueError``) a rate whose time
+    per unit (period / limit), rounded down to a microsecond, would let one unit or more per period through
+    beyond the rate, such as ``"2000000/s"`` or ``"1500/s"``; ``"1000/s"`` and ``"1000000/s"`` divide a second
+    exactly.
 
     Connecting waits at most ``connect_timeout_ms``, a command at most ``timeout_ms``. When Redis fails or
     times out, ``on_backend_error`` decides: ``"allow"`` (default), ``"deny"`` (``retry_after`` of at least 1 s,

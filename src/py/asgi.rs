@@ -346,6 +346,7 @@ impl Charge {
             .into());
         }
         let rates = quota.map_or_else(|| held.quota.rates.clone(), |quota| quota.get().rates.clone());
+        super::usable(held.limiter.kind(), &rates, false)?;
         let cost = cost.units(|| Capacity::Rate(rates[0]))?;
         if let Some(rate) = rates.iter().find(|rate| rate.limit() < cost) {
             return Err(Error::from(CostExceedsLimit::of_rate(cost, *rate)).into());

@@ -310,6 +310,14 @@ fn quota_of(value: &Bound<'_, PyAny>) -> PyResult<Vec<Rate>> {
     .into())
 }
 
+/// Refuses a rate that `kind` cannot enforce in the chosen store.
+fn usable(kind: AlgorithmKind, rates: &[Rate], on_redis: bool) -> Result<()> {
+    match rates.iter().find_map(|&rate| kind.unusable(rate, on_redis)) {
+        Some(reason) => Err(Error::Value(reason)),
+        None => Ok(()),
+    }
+}
+
 fn make_clock(clock: Option<&Bound<'_, FakeClock>>) -> Clock {
     clock.map_or_else(Clock::monotonic, |fake| Clock::Fake(fake.get().clock.clone()))
 }
@@ -335,12 +343,17 @@ pub struct Limiter {
 }
 
 impl Limiter {
-    /// The rates a call names: `rate` (a str or a Quota), or this limiter's own for None.
-    fn rates_of(&self, rate: Option<&Bound<'_, PyAny>>) -> PyResult<Cow<'_, [Rate]>> {
+    /// The rates a call names: `rate` (a str or a Quota), or this limiter's own for None. With `enforced`, a
+    /// rate this limiter's algorithm and store cannot enforce is refused (see `AlgorithmKind::unusable`).
+    fn rates_of(&self, rate: Option<&Bound<'_, PyAny>>, enforced: bool) -> PyResult<Cow<'_, [Rate]>> {
         let Some(rate) = rate else {
             return Ok(Cow::Borrowed(&self.quota.rates));
         };
-        Ok(Cow::Owned(quota_of(rate)?))
+        let rates = quota_of(rate)?;
+        if enforced {
+            usable(self.limiter.kind(), &rates, self.remote.is_some())?;
+        }
+        Ok(Cow::Owned(rates))
     }
 
     /// The units of `cost` against this limiter's own rates.
@@ -402,7 +415,7 @@ impl Limiter {
                 AlgorithmKind::NAMES
             ))
         })?;
-        remote::is_redis_url(storage)?;
+        usable(kind, &rates, remote::is_redis_url(storage)?)?;
         let max_keys = positive(max_keys, "max_keys")? as usize;
         let limiter = Arc::new(AnyLimiter::new(kind, make_clock(clock), max_keys, on_full_of(on_full)?));
         let settings = remote::RedisSettings {
@@ -453,7 +466,7 @@ impl Limiter {
     /// reset, and whether one more unit would pass.
     #[pyo3(signature = (key, rate = None))]
     fn peek(&self, py: Python<'_>, key: &str, rate: Option<&Bound<'_, PyAny>>) -> PyResult<Decision> {
-        let rates = self.rates_of(rate)?;
+        let rates = self.rates_of(rate, true)?;
         if let Some(remote) = &self.remote {
             return remote::decide(py, remote, &vec![(key.to_owned(), rates.into_owned())], 1, Mode::Peek);
         }
@@ -464,7 +477,7 @@ impl Limiter {
     /// Forgets `key` under `rate` (None: this limiter's own rates): its next request is treated as its first.
     #[pyo3(signature = (key, rate = None))]
     fn reset(&self, py: Python<'_>, key: &str, rate: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-        let rates = self.rates_of(rate)?;
+        let rates = self.rates_of(rate, false)?;
         if let Some(remote) = &self.remote {
             remote::reset(py, remote, key, &rates);
         } else {

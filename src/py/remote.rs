@@ -234,7 +234,7 @@ impl Limiter {
         }
         limits
             .into_iter()
-            .map(|(key, rate)| Ok((key, self.rates_of(rate.as_ref())?.into_owned())))
+            .map(|(key, rate)| Ok((key, self.rates_of(rate.as_ref(), true)?.into_owned())))
             .collect()
     }
 
@@ -301,7 +301,7 @@ impl Limiter {
         key: String,
         rate: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let limits = vec![(key, self.rates_of(rate)?.into_owned())];
+        let limits = vec![(key, self.rates_of(rate, true)?.into_owned())];
         self.decide_async(py, limits, Cost::ONE, Mode::Peek, false)
     }
 
@@ -342,7 +342,7 @@ impl Limiter {
         key: String,
         rate: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let rates = self.rates_of(rate)?;
+        let rates = self.rates_of(rate, false)?;
         let Some(remote) = &self.remote else {
             self.limiter.reset(&key, &rates);
             return ready(py, py.None().into_bound(py));
