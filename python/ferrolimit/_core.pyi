@@ -268,7 +268,11 @@ class Limiter:
 
     ``storage`` is ``"memory://"`` (default) or a Redis URL: ``redis://[user:pass@]host:port/db``,
     ``rediss://...`` (TLS; ``#insecure`` skips certificate checks), ``redis+cluster://h1:p1,h2:p2`` or
-    ``redis+unix:///path.sock?db=0``.
+    ``redis+unix:///path.sock?db=0``; the scheme's case does not matter. The database is the path or ``?db=N``
+    (as redis-py reads it), a whole number from 0: anything else, or two different numbers, raises
+    ``ValueError``. A server has databases 0 to 15 unless its ``databases`` setting says more, so a number it
+    lacks is found out only when connecting, and handled as any Redis failure (logged, ``on_backend_error``).
+    A cluster has database 0 only.
 
     The memory store keeps at most ``max_keys`` keys; keys that behave as new are dropped on their own, and a
     live counter is never dropped. The keys are spread by hash over up to 64 shards, each holding its share of

@@ -19,8 +19,11 @@ use crate::store::redis::{ConnectOptions, LimiterOptions, LogFn, Mode, OnBackend
 
 /// Whether `storage` names Redis (`true`) or memory (`false`); any other scheme is refused.
 pub(super) fn is_redis_url(storage: &str) -> Result<bool> {
-    let scheme = storage.split_once("://").map_or(storage, |(scheme, _)| scheme);
-    match scheme {
+    let scheme = storage
+        .split_once("://")
+        .map_or(storage, |(scheme, _)| scheme)
+        .to_ascii_lowercase();
+    match scheme.as_str() {
         "memory" => Ok(false),
         "redis" | "rediss" | "redis+cluster" | "rediss+cluster" | "redis+unix" | "unix" => Ok(true),
         _ => Err(Error::Value(format!(
