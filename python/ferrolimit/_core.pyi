@@ -295,7 +295,8 @@ class Limiter:
 
     Connecting waits at most ``connect_timeout_ms``, a command at most ``timeout_ms``. When Redis fails or
     times out, ``on_backend_error`` decides: ``"allow"`` (default), ``"deny"`` (``retry_after`` of at least 1 s,
-    and ``reset_after`` the same) or ``"memory"`` (this process's memory store, same rules). After
+    and ``reset_after`` the same) or ``"memory"`` (this process's memory store, same rules). A call that timed
+    out was sent all the same, so a Redis that stalls and resumes may still count it. After
     ``breaker_failures`` failures in a row no call waits on Redis for ``breaker_cooldown_ms``; then one call
     probes it and reconnects (on a cluster, per range of 128 slots: a dead node's keys fall back, the live
     nodes' keys stay limited). Each incident is logged once (warning on the ``ferrolimit`` logger, info when
