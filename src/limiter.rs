@@ -11,7 +11,7 @@ use crate::algorithm::{
 use crate::clock::Clock;
 use crate::decision::Decision;
 use crate::rate::Rate;
-use crate::store::memory::{Check, MemoryStore, OnFull};
+use crate::store::memory::{Check, KeyHash, MemoryStore, OnFull};
 
 /// The algorithms by name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +52,46 @@ impl AlgorithmKind {
         })
     }
 
+    /// Why this algorithm cannot enforce `rate` as written (on Redis when `on_redis`), if it cannot.
+    ///
+    /// - `sliding_window_log` keeps one timestamp per unit taken: a limit above `MAX_LOG_LIMIT` would let one
+    ///   key (or one request's cost) take unbounded memory.
+    /// - On Redis, the scripts count time in whole microseconds, so the emission-based algorithms round the
+    ///   time per unit (`period / limit`) down to a whole microsecond. Where that rounding lets one unit or
+    ///   more per period through beyond what the memory store (which counts nanoseconds) admits, the rate is
+    ///   refused rather than enforced differently.
+    pub fn unusable(self, rate: Rate, on_redis: bool) -> Option<String> {
+        if self == AlgorithmKind::SlidingWindowLog && rate.limit() > MAX_LOG_LIMIT {
+            return Some(format!(
+                "the sliding_window_log algorithm keeps one timestamp per unit taken, so its limits are at most \
+                 {MAX_LOG_LIMIT} per period, and {rate:?} is more; use 'sliding_window_counter' (two counters per key) \
+                 or 'gcra' for a limit this large",
+                rate = rate.to_string()
+            ));
+        }
+        let emission_based = matches!(
+            self,
+            AlgorithmKind::Gcra | AlgorithmKind::TokenBucket | AlgorithmKind::LeakyBucket
+        );
+        if !on_redis || !emission_based {
+            return None;
+        }
+        let emission_ns = rate.emission_ns();
+        let redis_emission_ns = (rate.period_ns() / NANOS_PER_MICRO / rate.limit()) * NANOS_PER_MICRO;
+        let lost_ns = u128::from(emission_ns - redis_emission_ns.min(emission_ns)) * u128::from(rate.limit());
+        if redis_emission_ns > 0 && lost_ns < u128::from(emission_ns) {
+            return None;
+        }
+        Some(format!(
+            "on Redis, {name} counts time in whole microseconds: {rate:?} leaves {emission_ns} ns per unit, which \
+             would be cut to {redis_us} µs and let more through than the rate allows; use a limit that divides the \
+             period into whole microseconds (such as \"1000/s\" or \"1000000/s\"), or memory storage",
+            name = self.name(),
+            rate = rate.to_string(),
+            redis_us = redis_emission_ns / NANOS_PER_MICRO,
+        ))
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             AlgorithmKind::Gcra => "gcra",
@@ -64,22 +104,66 @@ impl AlgorithmKind {
     }
 }
 
+/// The largest limit `sliding_window_log` takes (one timestamp per unit: 800 kB a key in memory at most).
+pub const MAX_LOG_LIMIT: u64 = 100_000;
+
+const NANOS_PER_MICRO: u64 = 1_000;
+
+/// What a cost is measured against: a rate, or a number of concurrency slots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Capacity {
+    Rate(Rate),
+    Slots(u64),
+}
+
+impl Capacity {
+    /// The most one request can take.
+    pub fn units(self) -> u64 {
+        match self {
+            Capacity::Rate(rate) => rate.limit(),
+            Capacity::Slots(slots) => slots,
+        }
+    }
+}
+
+impl fmt::Display for Capacity {
+    /// `10 per 1 minute`, `3 concurrent slots`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Capacity::Rate(rate) => write!(f, "{rate}"),
+            Capacity::Slots(1) => f.write_str("1 concurrent slot"),
+            Capacity::Slots(slots) => write!(f, "{slots} concurrent slots"),
+        }
+    }
+}
+
 /// A request that no state of the limit could ever admit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CostExceedsLimit {
     pub cost: u64,
-    pub rate: Rate,
+    pub limit: Capacity,
+}
+
+impl CostExceedsLimit {
+    pub fn of_rate(cost: u64, rate: Rate) -> Self {
+        CostExceedsLimit {
+            cost,
+            limit: Capacity::Rate(rate),
+        }
+    }
+
+    /// The message for a cost shown as `cost`, which may be a number too large for a `u64`.
+    pub fn describe(cost: &dyn fmt::Display, limit: Capacity) -> String {
+        format!(
+            "a cost of {cost} can never pass a limit of {limit}: the most one request can take is {}",
+            limit.units()
+        )
+    }
 }
 
 impl fmt::Display for CostExceedsLimit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "a cost of {} can never pass a limit of {}: the most one request can take is {}",
-            self.cost,
-            self.rate,
-            self.rate.limit()
-        )
+        f.write_str(&Self::describe(&self.cost, self.limit))
     }
 }
 
@@ -139,7 +223,7 @@ impl<A: Algorithm> Limiter<A> {
     fn decide(&self, limits: &[(&str, &[Rate])], cost: u64, commit: bool) -> Result<(Decision, u64), CostExceedsLimit> {
         for (_, rates) in limits {
             if let Some(&rate) = rates.iter().find(|rate| rate.limit() < cost) {
-                return Err(CostExceedsLimit { cost, rate });
+                return Err(CostExceedsLimit::of_rate(cost, rate));
             }
         }
         let checks = self.checks(limits);
@@ -314,20 +398,25 @@ pub struct LeaseLimiter {
 }
 
 impl LeaseLimiter {
-    /// At most `rate.limit()` units in flight per key; `rate.period_ns()` is the wait suggested when full.
-    pub fn new(rate: Rate, lease_ns: Option<u64>, clock: Clock, max_keys: usize) -> Self {
+    /// At most `algorithm.slots()` units in flight per key; `algorithm.retry_after_ns()` is the wait suggested
+    /// when full.
+    pub fn new(algorithm: Concurrency, lease_ns: Option<u64>, clock: Clock, max_keys: usize) -> Self {
         LeaseLimiter {
             store: MemoryStore::new(max_keys, OnFull::Deny),
             clock,
-            algorithm: Concurrency::new(rate),
+            algorithm,
             lease_ns,
             next_id: AtomicU64::new(1),
             counters: Counters::default(),
         }
     }
 
-    pub fn rate(&self) -> Rate {
-        self.algorithm.rate()
+    pub fn algorithm(&self) -> Concurrency {
+        self.algorithm
+    }
+
+    pub fn slots(&self) -> u64 {
+        self.algorithm.slots()
     }
 
     pub fn lease_ns(&self) -> Option<u64> {
@@ -336,16 +425,22 @@ impl LeaseLimiter {
 
     /// The decision of a key with every unit taken.
     pub fn full(&self, cost: u64) -> Decision {
-        self.algorithm.check(&self.rate().limit(), 0, cost)
+        self.algorithm.check(self.slots(), cost)
     }
 
     /// Whether `cost` could ever pass.
     pub fn check_cost(&self, cost: u64) -> Result<(), CostExceedsLimit> {
-        let rate = self.rate();
-        if cost > rate.limit() {
-            return Err(CostExceedsLimit { cost, rate });
+        if cost > self.slots() {
+            return Err(CostExceedsLimit {
+                cost,
+                limit: Capacity::Slots(self.slots()),
+            });
         }
         Ok(())
+    }
+
+    fn hash(&self, key: &str) -> KeyHash {
+        self.store.key_digest(key, self.slots(), 0)
     }
 
     /// Takes `cost` units of `key` under a new lease if they are free.
@@ -357,7 +452,7 @@ impl LeaseLimiter {
             cost,
             expires_ns: self.lease_ns.map_or(u64::MAX, |lease_ns| now.saturating_add(lease_ns)),
         };
-        let hash = self.store.key_hash(key, self.rate());
+        let hash = self.hash(key);
         let decision = self.store.change(
             hash,
             now,
@@ -389,7 +484,7 @@ impl LeaseLimiter {
 
     fn change_existing(&self, key: &str, change: impl FnOnce(&mut Leases) -> u64) -> u64 {
         let now = self.clock.now_ns();
-        let hash = self.store.key_hash(key, self.rate());
+        let hash = self.hash(key);
         self.store.change(
             hash,
             now,
@@ -406,7 +501,7 @@ impl LeaseLimiter {
     /// Units free and in use on `key` now, and whether one more would pass.
     pub fn peek(&self, key: &str) -> (Decision, u64) {
         let now = self.clock.now_ns();
-        let hash = self.store.key_hash(key, self.rate());
+        let hash = self.hash(key);
         let in_flight = self.store.change(
             hash,
             now,
@@ -418,7 +513,7 @@ impl LeaseLimiter {
                 state.in_flight()
             },
         );
-        (self.algorithm.inspect(&in_flight, now), now)
+        (self.algorithm.inspect(in_flight), now)
     }
 
     pub fn len(&self) -> usize {
@@ -451,15 +546,76 @@ impl LeaseLimiter {
 mod tests {
     use super::*;
     use crate::clock::FakeClock;
-    use crate::rate::parse_rates;
 
     const SECOND: u64 = 1_000_000_000;
+
+    fn usable(kind: AlgorithmKind, rate: &str, on_redis: bool) -> Result<(), String> {
+        kind.unusable(crate::rate::parse_rates(rate).unwrap()[0], on_redis)
+            .map_or(Ok(()), Err)
+    }
+
+    #[test]
+    fn the_log_takes_limits_up_to_its_maximum_anywhere() {
+        assert_eq!(usable(AlgorithmKind::SlidingWindowLog, "100000/day", true), Ok(()));
+        let error = usable(AlgorithmKind::SlidingWindowLog, "100001/day", false).unwrap_err();
+        assert!(
+            error.contains("at most 100000 per period, and \"100001 per 1 day\" is more"),
+            "{error}"
+        );
+        assert!(error.contains("'sliding_window_counter'"), "{error}");
+        assert_eq!(
+            usable(AlgorithmKind::SlidingWindowCounter, "1000000000/day", true),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn redis_refuses_rates_its_microseconds_cannot_hold() {
+        for kind in [
+            AlgorithmKind::Gcra,
+            AlgorithmKind::TokenBucket,
+            AlgorithmKind::LeakyBucket,
+        ] {
+            for fine in [
+                "1000000/s",
+                "500000/s",
+                "1000/s",
+                "3/s",
+                "7/13s",
+                "10/min",
+                "1000000/day",
+            ] {
+                assert_eq!(usable(kind, fine, true), Ok(()), "{fine}");
+            }
+            for (coarse, says) in [
+                ("2000000/s", "leaves 500 ns per unit, which would be cut to 0 µs"),
+                ("600000/s", "leaves 1666 ns per unit, which would be cut to 1 µs"),
+                ("1500/s", "leaves 666666 ns per unit, which would be cut to 666 µs"),
+                ("1000000000/hour", "leaves 3600 ns per unit, which would be cut to 3 µs"),
+                (
+                    "1000000000/day",
+                    "leaves 86400 ns per unit, which would be cut to 86 µs",
+                ),
+            ] {
+                assert_eq!(usable(kind, coarse, false), Ok(()), "memory counts nanoseconds");
+                let error = usable(kind, coarse, true).unwrap_err();
+                assert!(error.contains(says), "{error}");
+                assert!(
+                    error.starts_with(&format!("on Redis, {} counts", kind.name())),
+                    "{error}"
+                );
+            }
+        }
+        for kind in [AlgorithmKind::FixedWindow, AlgorithmKind::SlidingWindowCounter] {
+            assert_eq!(usable(kind, "2000000/s", true), Ok(()), "windows have no time per unit");
+        }
+    }
 
     #[test]
     fn lease_limiter_releases_exactly_its_leases_and_expires_them() {
         let clock = FakeClock::new(1_000 * SECOND);
         let limiter = LeaseLimiter::new(
-            parse_rates("2/s").unwrap()[0],
+            Concurrency::new(2, SECOND),
             Some(10 * SECOND),
             Clock::Fake(clock.clone()),
             100,
@@ -470,7 +626,13 @@ mod tests {
         assert_eq!(second.decision.remaining, 0);
         let denied = limiter.acquire("k", 1).unwrap();
         assert!(!denied.decision.allowed && denied.lease.is_none());
-        assert!(matches!(limiter.acquire("k", 3), Err(CostExceedsLimit { cost: 3, .. })));
+        let Err(too_large) = limiter.acquire("k", 3) else {
+            panic!("a cost above the slots was taken");
+        };
+        assert_eq!(
+            too_large.to_string(),
+            "a cost of 3 can never pass a limit of 2 concurrent slots: the most one request can take is 2"
+        );
 
         assert_eq!(limiter.release("k", first.lease.unwrap(), u64::MAX), 1);
         assert_eq!(limiter.release("k", first.lease.unwrap(), u64::MAX), 0);
@@ -490,7 +652,7 @@ mod tests {
     #[test]
     fn without_a_lease_duration_units_are_held_until_released() {
         let clock = FakeClock::new(SECOND);
-        let limiter = LeaseLimiter::new(parse_rates("1/s").unwrap()[0], None, Clock::Fake(clock.clone()), 1);
+        let limiter = LeaseLimiter::new(Concurrency::new(1, SECOND), None, Clock::Fake(clock.clone()), 1);
         assert!(limiter.acquire("a", 1).unwrap().decision.allowed);
         clock.advance_ns(3_600 * SECOND);
         assert!(!limiter.acquire("a", 1).unwrap().decision.allowed);

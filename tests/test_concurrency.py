@@ -98,12 +98,24 @@ def test_costs_and_a_cost_above_the_limit(make: MakeConcurrency) -> None:
     big.release()
     assert limiter.peek("k").remaining == 3
     for call in (limiter.acquire, limiter.acquire_lease, limiter.slot):
-        with pytest.raises(CostExceedsLimitError, match="a cost of 6 can never pass a limit of 5"):
+        message = "^a cost of 6 can never pass a limit of 5 concurrent slots: the most one request can take is 5$"
+        with pytest.raises(CostExceedsLimitError, match=message):
             call("k", 6)
         with pytest.raises(ValueError, match="cost must be a positive whole number, got 0"):
             call("k", 0)
     limiter.release("k", 2)
     assert limiter.peek("k").remaining == 5
+
+
+@pytest.mark.parametrize(("limit", "retry_after"), [(3, 2.5), (2_000_000, 0.001), (1, 1e-9)])
+def test_the_wait_is_the_one_given(make: MakeConcurrency, limit: int, retry_after: float) -> None:
+    limiter = make(limit, retry_after=retry_after)
+    assert limiter.acquire("k", limit).allowed
+    for denied in (limiter.acquire("k"), limiter.peek("k"), limiter.acquire_lease("k").decision):
+        assert not denied.allowed and denied.retry_after == retry_after
+        assert denied.reset_after == retry_after, "a denial never resets before its retry"
+    limiter.release("k", limit)
+    assert limiter.peek("k").remaining == limit
 
 
 def test_releasing_twice_or_late_never_frees_another_lease(make: MakeConcurrency) -> None:
@@ -158,6 +170,9 @@ def test_in_memory_slots_are_held_until_released_by_default(clock: FakeClock) ->
         ({"limit": 0}, "limit must be a positive whole number, got 0"),
         ({"limit": 1, "lease_ms": 0}, "lease_ms must be a positive whole number, got 0"),
         ({"limit": 1, "retry_after": -1.0}, "retry_after must be a number of seconds"),
+        ({"limit": 3, "retry_after": 0}, "retry_after must be a number of seconds above 0 and at most ten years"),
+        ({"limit": 3, "retry_after": 1e-10}, r"above 0 and at most ten years \(the wait .*\), got 0.0000000001$"),
+        ({"limit": 3, "retry_after": 3651 * 86_400.0}, "above 0 and at most ten years"),
         ({"limit": 1, "storage": "mongodb://x"}, 'unknown storage "mongodb://x"'),
         ({"limit": 1, "on_backend_error": "retry"}, "on_backend_error must be 'allow', 'deny' or 'memory'"),
         ({"limit": 1, "timeout_ms": 0}, "timeout_ms must be a positive whole number"),

@@ -82,9 +82,28 @@ def test_a_denial_by_one_key_takes_nothing_from_the_others(
         limiter.hit_many([])
 
 
-def test_a_limit_named_twice_in_one_request_is_charged_once(clock: FakeClock) -> None:
-    limiter = Limiter("10/min", clock=clock)
+def test_a_limit_named_twice_in_one_request_is_charged_once(clock: FakeClock, make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter("10/min", clock=clock)
     assert limiter.hit_many([("k", None), ("k", "10/min"), ("k", None)], cost=2).remaining == 8
+
+
+@pytest.mark.parametrize("algorithm", TIME_ALGORITHMS)
+def test_a_repeated_pair_is_one_counter_on_every_backend(
+    algorithm: str, clock: FakeClock, make_limiter: MakeLimiter
+) -> None:
+    limiter = make_limiter("5/10s", algorithm, clock=clock)
+    twice = [limiter.hit_many([("k", None), ("k", None)]) for _ in range(6)]
+    assert [(d.allowed, d.remaining) for d in twice] == [
+        (True, 4),
+        (True, 3),
+        (True, 2),
+        (True, 1),
+        (True, 0),
+        (False, 0),
+    ]
+    per_ip = Quota("3/10s")
+    assert limiter.hit_many([("ip", per_ip), ("ip", "3/10s"), ("other", None)]).remaining == 2
+    assert limiter.hit_many([("ip", per_ip)]).remaining == 1
 
 
 def test_decision_times_and_reset_at(clock: FakeClock, make_limiter: MakeLimiter) -> None:
@@ -145,6 +164,16 @@ def test_idle_keys_are_dropped_without_changing_decisions(clock: FakeClock) -> N
     assert limiter.hit("busy").remaining == 1
 
 
+@pytest.mark.parametrize("max_keys", [1, 999, 3_000, 65_535, 100_000])
+def test_max_keys_is_the_number_given_and_the_number_held(max_keys: int, clock: FakeClock) -> None:
+    limiter = Limiter("5/hour", clock=clock, max_keys=max_keys, on_full="deny")
+    assert limiter.max_keys == max_keys
+    # New keys spread over the shards until every one is full: together they hold max_keys exactly.
+    admitted = sum(limiter.allow(f"k{index}") for index in range(3 * max_keys + 1_000))
+    assert admitted == len(limiter) == max_keys
+    assert limiter.stats()["store_full"] == 2 * max_keys + 1_000
+
+
 def test_a_full_store_can_deny_new_keys(clock: FakeClock) -> None:
     limiter = Limiter("5/min", clock=clock, max_keys=2, on_full="deny")
     assert limiter.allow("a") and limiter.allow("b")
@@ -152,6 +181,61 @@ def test_a_full_store_can_deny_new_keys(clock: FakeClock) -> None:
     assert not refused.allowed and refused.retry_after > 0
     assert limiter.allow("a")
     assert limiter.stats()["store_full"] == 1
+
+
+@pytest.mark.parametrize("quota", ["100001/day", Quota("1000000000/day"), Quota.per(200_000, 1.0)])
+def test_the_timestamp_log_refuses_limits_it_cannot_hold(quota: str | Quota, make_limiter: MakeLimiter) -> None:
+    shown = str(quota if isinstance(quota, Quota) else Quota(quota))
+    message = f"at most 100000 per period, and \"{shown}\" is more; use 'sliding_window_counter'"
+    with pytest.raises(ValueError, match=message):
+        make_limiter(quota, "sliding_window_log")
+    limiter = make_limiter("10/min", "sliding_window_log")
+    with pytest.raises(ValueError, match=message):
+        limiter.hit_many([("k", quota)])
+    with pytest.raises(ValueError, match=message):
+        limiter.peek("k", quota)
+    assert limiter.hit("k").remaining == 9, "the refused calls took nothing"
+    assert make_limiter(quota, "sliding_window_counter").hit("k").allowed
+
+
+def test_the_timestamp_log_takes_its_largest_limit_and_cost(clock: FakeClock, make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter("100000/day", "sliding_window_log", clock=clock)
+    assert limiter.hit("k", 100_000).remaining == 0
+    denied = limiter.hit("k")
+    assert not denied.allowed and denied.retry_after == 86_400.0
+    clock.advance(86_400)
+    assert limiter.hit("k", 100_000).allowed
+
+
+@pytest.mark.parametrize("algorithm", ["gcra", "token_bucket", "leaky_bucket"])
+def test_a_unit_per_microsecond_holds_everywhere_and_finer_rates_only_in_memory(
+    algorithm: str, backend: str, clock: FakeClock, make_limiter: MakeLimiter
+) -> None:
+    limiter = make_limiter("1000000/s", algorithm, clock=clock)
+    assert limiter.hit("g", 1_000_000).remaining == 0
+    clock.advance(0.5)
+    half = limiter.peek("g")
+    assert (half.remaining, half.reset_after) == (500_000, 0.5)
+    for rate in ["2000000/s", "600000/s", "1500/s", "1000000000/hour"]:
+        if backend == "memory":
+            fine = make_limiter(rate, algorithm, clock=clock)  # memory counts nanoseconds
+            assert fine.hit("g", Quota(rate).limit).remaining == 0 and not fine.hit("g").allowed
+            continue
+        message = f'^on Redis, {algorithm} counts time in whole microseconds: "{Quota(rate)}" leaves'
+        with pytest.raises(ValueError, match=message):
+            make_limiter(rate, algorithm, clock=clock)
+        with pytest.raises(ValueError, match=message):
+            limiter.hit_many([("g", rate)])
+    assert limiter.peek("g").remaining == 500_000, "the refused calls took nothing"
+    assert make_limiter("2000000/s", "fixed_window", clock=clock).hit("g", 2_000_000).allowed
+
+
+def test_a_charge_refuses_a_log_limit_it_cannot_hold(clock: FakeClock) -> None:
+    from ferrolimit._core import Charge, Counts, HeaderRenderer
+
+    limiter = Limiter("10/min", "sliding_window_log", clock=clock)
+    with pytest.raises(ValueError, match="at most 100000 per period"):
+        Charge(limiter, "p:", Quota("200000/hour"), 1, HeaderRenderer(), "p", Counts(), ClientIdentifier().native)
 
 
 def test_concurrency_limiter_counts_requests_in_flight(clock: FakeClock) -> None:
@@ -167,6 +251,30 @@ def test_concurrency_limiter_counts_requests_in_flight(clock: FakeClock) -> None
     limiter.release("k")
     limiter.release("k")
     assert len(limiter) == 0 and limiter.peek("k").remaining == 2
+
+
+def test_keys_charged_under_their_own_rate_can_be_peeked_and_reset(clock: FakeClock, make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter("100/min", clock=clock)
+    per_ip = Quota("2/min")
+    assert [limiter.hit_many([("ip", per_ip)]).allowed for _ in range(3)] == [True, True, False]
+    assert limiter.peek("ip", per_ip).remaining == 0 and limiter.peek("ip", "2/min").remaining == 0
+    assert limiter.peek("ip").remaining == 100, "without a rate, the limiter's own counter of the key"
+    limiter.reset("ip")
+    assert not limiter.hit_many([("ip", per_ip)]).allowed, "reset(key) alone forgets only the own counter"
+    limiter.reset("ip", per_ip)
+    assert limiter.hit_many([("ip", per_ip)]).remaining == 1
+
+    async def asynchronously() -> tuple[int, bool]:
+        await limiter.hit_many_async([("ip", per_ip)])
+        await limiter.reset_async("ip", "2/min")
+        peeked = await limiter.peek_async("ip", per_ip)
+        return peeked.remaining, (await limiter.hit_many_async([("ip", per_ip)])).allowed
+
+    assert asyncio.run(asynchronously()) == (2, True)
+    with pytest.raises(TypeError, match="a rate must be a str such as '10/min' or a Quota, not int"):
+        limiter.reset("ip", 5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="invalid rate"):
+        limiter.peek("ip", "2 per fortnight")
 
 
 def test_quota_and_parse_rates() -> None:
@@ -212,13 +320,48 @@ def test_bad_configuration_is_refused_clearly(kwargs: dict[str, object], error: 
         Limiter(**kwargs)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("cost", [0, -1, -(2**70)])
+@pytest.mark.parametrize("cost", [0, -1, -(2**63) - 1, -(2**70)])
 def test_non_positive_costs_are_refused(cost: int) -> None:
     limiter = Limiter("10/min")
-    with pytest.raises((ValueError, OverflowError)):
-        limiter.hit("k", cost=cost)
-    with pytest.raises((ValueError, OverflowError)):
-        limiter.allow("k", cost)
+    calls: list[Callable[[], object]] = [
+        lambda: limiter.hit("k", cost=cost),
+        lambda: limiter.allow("k", cost),
+        lambda: limiter.test("k", cost),
+        lambda: limiter.hit_many([("k", None)], cost),
+        lambda: limiter.hit_async("k", cost),
+        lambda: limiter.hit_many_async([("k", None)], cost),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match=f"^cost must be a positive whole number, got {cost}(\n|$)"):
+            call()
+
+
+@pytest.mark.parametrize("cost", [2**63, 2**64, 10**30])
+def test_costs_too_large_for_any_limit_are_refused_like_any_cost_above_the_limit(
+    cost: int, make_limiter: MakeLimiter
+) -> None:
+    limiter = make_limiter("10/min;100/hour")
+    message = f"^a cost of {cost} can never pass a limit of 10 per 1 minute: the most one request can take is 10$"
+    calls: list[Callable[[], object]] = [
+        lambda: limiter.hit("k", cost),
+        lambda: limiter.allow("k", cost),
+        lambda: limiter.test("k", cost),
+        lambda: limiter.hit_many([("k", None), ("u", "5/s")], cost),
+        lambda: limiter.hit_async("k", cost),
+        lambda: limiter.allow_async("k", cost),
+        lambda: limiter.test_async("k", cost),
+    ]
+    for call in calls:
+        with pytest.raises(CostExceedsLimitError, match=message):
+            call()
+    with pytest.raises(CostExceedsLimitError, match=f"^a cost of {cost} can never pass a limit of 5 per 1 second"):
+        limiter.hit_many([("u", "5/s"), ("k", None)], cost)
+    concurrency = ConcurrencyLimiter(3)
+    for acquire in (concurrency.acquire, concurrency.acquire_lease, concurrency.slot, concurrency.acquire_async):
+        with pytest.raises(CostExceedsLimitError, match=f"^a cost of {cost} can never pass a limit of 3 concurrent"):
+            acquire("k", cost)
+    concurrency.release("k", cost)  # gives back at most what this limiter took: nothing here
+    assert limiter.peek("k").remaining == 10 and concurrency.peek("k").remaining == 3
 
 
 @pytest.mark.parametrize("bad", [1.5, "2", None, b"k"])

@@ -218,6 +218,54 @@ def test_a_unix_socket_url(redis_server: RedisServer) -> None:
     assert limiter.stats()["backend_errors"] == 0
 
 
+@pytest.mark.parametrize(
+    ("database", "message"),
+    [
+        ("/-1", 'names the database "-1", but a database is a whole number from 0'),
+        ("/abc", 'names the database "abc"'),
+        ("?db=-2", 'names the database "-2"'),
+        ("/?db=x", 'names the database "x"'),
+        ("/1?db=2", "names two databases, 1 and 2"),
+    ],
+)
+def test_database_numbers_are_checked_when_the_limiter_is_made(database: str, message: str) -> None:
+    url = f"redis://127.0.0.1:1{database}"  # nothing is asked of it: the URL is refused first
+    with pytest.raises(ValueError, match=message):
+        Limiter("5/min", "gcra", url)
+    with pytest.raises(ValueError, match=message):
+        ConcurrencyLimiter(2, url)
+    with pytest.raises(ValueError, match="a database other than 0, which a Redis Cluster does not have"):
+        Limiter("5/min", "gcra", "redis+cluster://127.0.0.1:1,127.0.0.1:2/3")
+
+
+def test_the_database_is_the_urls_path_or_query_and_the_scheme_any_case(redis_server: RedisServer) -> None:
+    redis = pytest.importorskip("redis")
+    key_prefix = prefix()
+    port = redis_server.port
+    for url, database in [
+        (f"redis://127.0.0.1:{port}?db=2", 2),
+        (f"REDIS://127.0.0.1:{port}/3", 3),
+        (f"Redis://127.0.0.1:{port}/?db=4", 4),
+        (f"redis://127.0.0.1:{port}/5?db=5", 5),
+    ]:
+        limiter = Limiter("5/min", "gcra", url, key_prefix=key_prefix)
+        assert limiter.hit(f"k{database}").remaining == 4 and limiter.stats()["backend_errors"] == 0, url
+        keys = redis.Redis(port=port, db=database).keys(f"{key_prefix}*")
+        assert keys == [f"{key_prefix}gcra:{{k{database}}}:5:60000000".encode()], url
+    assert redis.Redis(port=port, db=0).keys(f"{key_prefix}*") == []
+    assert ConcurrencyLimiter(2, "MEMORY://").acquire("k").allowed
+
+
+def test_a_database_the_server_lacks_is_logged_and_decided_by_the_policy(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    limiter = Limiter("5/min", "gcra", f"redis://127.0.0.1:{redis_server.port}/99", on_backend_error="deny")
+    with caplog.at_level("WARNING", logger="ferrolimit"):
+        assert not limiter.hit("k").allowed
+    assert limiter.stats()["backend_errors"] == 1
+    assert any("DB index is out of range" in record.getMessage() for record in caplog.records), caplog.records
+
+
 def test_the_deny_cache_keeps_a_blocked_flood_off_redis(redis_server: RedisServer) -> None:
     limiter = Limiter("3/min", "gcra", redis_server.url, key_prefix=prefix(), deny_cache_size=1_000)
     assert [limiter.allow("flood") for _ in range(3)] == [True] * 3

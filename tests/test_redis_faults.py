@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from ferrolimit import Decision, Limiter, Quota
+from ferrolimit import ConcurrencyLimiter, Decision, Limiter, Quota
+from ferrolimit._core import HeaderRenderer
 from tests.redis_server import RedisCluster, RedisServer, free_port
 
 POLICIES = ["allow", "deny", "memory"]
@@ -124,6 +125,25 @@ def test_nothing_listening(policy: str) -> None:
     assert_policy(policy, [decision for decision, _ in outcomes])
     limiter.reset("k")  # does not raise either
     assert limiter.peek("k").limit == 3
+
+
+def test_a_denial_by_policy_never_resets_before_its_retry() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    limiter = make(url, "deny")
+    concurrency = ConcurrencyLimiter(2, url, timeout_ms=150, connect_timeout_ms=150, on_backend_error="deny")
+    renderer = HeaderRenderer()
+    denials = [
+        limiter.hit("k"),
+        limiter.hit_many([("k", None), ("u", "5/min")]),
+        limiter.test("k"),
+        concurrency.acquire("k"),
+    ]
+    for denied in denials:
+        assert not denied.allowed and denied.retry_after >= 1
+        assert denied.reset_after >= denied.retry_after, denied
+        now = denied.reset_at - denied.reset_after
+        fields = dict(renderer.render(denied))
+        assert int(fields[b"x-ratelimit-reset"]) >= now + int(fields[b"retry-after"]), fields
 
 
 def test_a_slow_command_times_out_in_async_code_too(fresh_redis: RedisServer) -> None:

@@ -262,14 +262,24 @@ class Limiter:
     """A rate limiter: one or more rates, an algorithm and a store.
 
     ``algorithm`` is one of ``"gcra"`` (default), ``"token_bucket"``, ``"leaky_bucket"``, ``"fixed_window"``,
-    ``"sliding_window_counter"`` or ``"sliding_window_log"``.
+    ``"sliding_window_counter"`` or ``"sliding_window_log"``. ``"sliding_window_log"`` keeps one timestamp per
+    unit taken, so it takes limits of at most 100,000 per period (``ValueError`` otherwise, here or in the call
+    that names the rate); ``"sliding_window_counter"`` holds two counters per key at any limit.
 
     ``storage`` is ``"memory://"`` (default) or a Redis URL: ``redis://[user:pass@]host:port/db``,
     ``rediss://...`` (TLS; ``#insecure`` skips certificate checks), ``redis+cluster://h1:p1,h2:p2`` or
-    ``redis+unix:///path.sock?db=0``. The memory store keeps at most ``max_keys`` keys; keys that behave as new
-    are dropped on their own, and a live counter is never dropped. When the store is full of live keys a new
-    key is let through untracked (``on_full="allow"``) or refused (``on_full="deny"``); ``stats()["store_full"]``
-    counts them.
+    ``redis+unix:///path.sock?db=0``; the scheme's case does not matter. The database is the path or ``?db=N``
+    (as redis-py reads it), a whole number from 0: anything else, or two different numbers, raises
+    ``ValueError``. A server has databases 0 to 15 unless its ``databases`` setting says more, so a number it
+    lacks is found out only when connecting, and handled as any Redis failure (logged, ``on_backend_error``).
+    A cluster has database 0 only.
+
+    The memory store keeps at most ``max_keys`` keys; keys that behave as new are dropped on their own, and a
+    live counter is never dropped. The keys are spread by hash over up to 64 shards, each holding its share of
+    ``max_keys``; when a new key's shard is full of live keys, the key is let through untracked
+    (``on_full="allow"``) or refused (``on_full="deny"``), and ``stats()["store_full"]`` counts it. A shard can
+    fill before the whole store does, from about 90% of ``max_keys`` at worst (exactly at ``max_keys`` below
+    2,048; see the README, "Memory").
 
     On Redis every decision is one ``EVALSHA`` of a Lua script that checks all its limits together and commits
     only if all pass, on Redis server time, so processes and hosts share exact limits. Keys are
@@ -277,17 +287,22 @@ class Limiter:
     every rate of a key in one cluster slot. On a cluster, a ``hit_many`` whose keys span slots is checked on
     every slot and then committed slot by slot: a request is never admitted past a limit, but a race between
     the check and the commit can charge one slot for a request another refused; a ``key_prefix`` with its own
-    hash tag (``"{rl}:"``) puts every key in one slot and keeps such calls atomic.
+    hash tag (``"{rl}:"``) puts every key in one slot and keeps such calls atomic. The scripts count time in
+    whole microseconds, so ``gcra``, ``token_bucket`` and ``leaky_bucket`` refuse (``ValueError``) a rate whose time
+    per unit (period / limit), rounded down to a microsecond, would let one unit or more per period through
+    beyond the rate, such as ``"2000000/s"`` or ``"1500/s"``; ``"1000/s"`` and ``"1000000/s"`` divide a second
+    exactly.
 
     Connecting waits at most ``connect_timeout_ms``, a command at most ``timeout_ms``. When Redis fails or
-    times out, ``on_backend_error`` decides: ``"allow"`` (default), ``"deny"`` (``retry_after`` of at least 1 s)
-    or ``"memory"`` (this process's memory store, same rules). After ``breaker_failures`` failures in a row no
-    call waits on Redis for ``breaker_cooldown_ms``; then one call probes it and reconnects (on a cluster, per
-    range of 128 slots: a dead node's keys fall back, the live nodes' keys stay limited). Each incident is
-    logged once (warning on the ``ferrolimit`` logger, info when Redis answers again) and counted in
-    ``stats()``. No Redis failure raises out of a call. ``deny_cache_size > 0`` remembers that many denied
-    requests in this process until their ``retry_after``, so a blocked client's flood does not reach Redis
-    (a ``reset`` elsewhere is not seen until then).
+    times out, ``on_backend_error`` decides: ``"allow"`` (default), ``"deny"`` (``retry_after`` of at least 1 s,
+    and ``reset_after`` the same) or ``"memory"`` (this process's memory store, same rules). A call that timed
+    out was sent all the same, so a Redis that stalls and resumes may still count it. After
+    ``breaker_failures`` failures in a row no call waits on Redis for ``breaker_cooldown_ms``; then one call
+    probes it and reconnects (on a cluster, per range of 128 slots: a dead node's keys fall back, the live
+    nodes' keys stay limited). Each incident is logged once (warning on the ``ferrolimit`` logger, info when
+    Redis answers again) and counted in ``stats()``. No Redis failure raises out of a call.
+    ``deny_cache_size > 0`` remembers that many denied requests in this process until their ``retry_after``,
+    so a blocked client's flood does not reach Redis (a ``reset`` elsewhere is not seen until then).
 
     Sync methods release the GIL while they wait on Redis; the ``*_async`` methods return coroutines and
     never block the event loop (in memory they are already done). A process forked after using Redis makes
@@ -316,18 +331,22 @@ class Limiter:
     ) -> Self: ...
     def hit(self, key: str, cost: int = 1) -> Decision:
         """Takes ``cost`` units from every rate of ``key`` if all have room; a denied request takes nothing.
-        Raises ``CostExceedsLimitError`` if ``cost`` is larger than a rate's limit."""
+        Raises ``CostExceedsLimitError`` if ``cost`` is larger than a rate's limit (however large the int), and
+        ``ValueError`` if it is below 1."""
     def allow(self, key: str, cost: int = 1) -> bool:
         """``hit(key, cost).allowed`` without building a Decision."""
     def test(self, key: str, cost: int = 1) -> Decision:
         """What ``hit(key, cost)`` would decide now, taking nothing."""
-    def peek(self, key: str) -> Decision:
-        """The key's standing: units left now, time to full reset, and whether one more unit would pass."""
-    def reset(self, key: str) -> None:
-        """Forgets ``key``: its next request is treated as its first."""
+    def peek(self, key: str, rate: str | Quota | None = None) -> Decision:
+        """The standing of ``key`` under ``rate`` (``None``: this limiter's rates; give the one ``hit_many`` was
+        given for the key): units left now, time to full reset, and whether one more unit would pass."""
+    def reset(self, key: str, rate: str | Quota | None = None) -> None:
+        """Forgets ``key`` under ``rate`` (``None``: this limiter's rates; give the one ``hit_many`` was given
+        for the key): its next request under that rate is treated as its first."""
     def hit_many(self, limits: Sequence[tuple[str, str | Quota | None]], cost: int = 1) -> Decision:
         """Checks several ``(key, rate)`` limits as one request (``None`` = this limiter's rates): all are
-        charged only if all pass. Returns the decision of the tightest limit."""
+        charged only if all pass, and a ``(key, rate)`` named twice is one counter, charged once. Returns the
+        decision of the tightest limit."""
     def sweep(self) -> int:
         """Drops keys whose state is that of a fresh key; returns how many."""
     def now(self) -> float:
@@ -343,13 +362,13 @@ class Limiter:
         """``allow`` as an awaitable."""
     def test_async(self, key: str, cost: int = 1) -> Coroutine[Any, Any, Decision]:
         """``test`` as an awaitable."""
-    def peek_async(self, key: str) -> Coroutine[Any, Any, Decision]:
+    def peek_async(self, key: str, rate: str | Quota | None = None) -> Coroutine[Any, Any, Decision]:
         """``peek`` as an awaitable."""
     def hit_many_async(
         self, limits: Sequence[tuple[str, str | Quota | None]], cost: int = 1
     ) -> Coroutine[Any, Any, Decision]:
         """``hit_many`` as an awaitable."""
-    def reset_async(self, key: str) -> Coroutine[Any, Any, None]:
+    def reset_async(self, key: str, rate: str | Quota | None = None) -> Coroutine[Any, Any, None]:
         """``reset`` as an awaitable."""
     def _ping(self) -> bool:
         """One PING on the Redis connection (False in memory or when it fails); for benchmarks."""
@@ -362,15 +381,17 @@ class Limiter:
     @property
     def algorithm(self) -> str: ...
     @property
-    def max_keys(self) -> int: ...
+    def max_keys(self) -> int:
+        """The cap on keys in the memory store, as given."""
     def __len__(self) -> int:
         """Keys held in the store now."""
 
 @disjoint_base
 class ConcurrencyLimiter:
     """At most ``limit`` units in flight per key: a request takes slots when it starts and gives them back
-    when it ends. ``retry_after`` is the wait suggested when the key is full (when a slot frees up is not known
-    in advance).
+    when it ends. ``retry_after`` is the wait in seconds suggested when the key is full (when a slot frees up is
+    not known in advance): above 0 and at most ten years, kept as given to the nanosecond; a denial reports it
+    as both ``retry_after`` and ``reset_after``.
 
     ``storage`` is ``"memory://"`` (default) or a Redis URL, as for ``Limiter``, with the same Redis options
     (``key_prefix``, ``connect_timeout_ms``, ``timeout_ms``, ``on_backend_error``, ``breaker_failures``,
@@ -420,7 +441,8 @@ class ConcurrencyLimiter:
     ) -> Self: ...
     def acquire(self, key: str, cost: int = 1) -> Decision:
         """Takes ``cost`` slots for ``key`` if free; give them back with ``release``. Raises
-        ``CostExceedsLimitError`` if ``cost`` is larger than ``limit``."""
+        ``CostExceedsLimitError`` if ``cost`` is larger than ``limit`` (however large the int), and ``ValueError``
+        if it is below 1."""
     def acquire_async(self, key: str, cost: int = 1) -> Coroutine[Any, Any, Decision]:
         """``acquire`` as an awaitable; on Redis the event loop runs on while the store answers."""
     def release(self, key: str, cost: int = 1) -> None:

@@ -169,9 +169,9 @@ class _AdvancedLimiter(Limiter):
         """The same as `get_wait_time`."""
         return self.get_wait_time(identifier)
 
-    def reset(self, identifier: object = None) -> None:
+    def reset(self, identifier: object = None, rate: str | Quota | None = None) -> None:
         """Forgets ``identifier``'s usage."""
-        super().reset(self._key(identifier))
+        super().reset(self._key(identifier), rate)
 
     def get_config(self) -> dict[str, Any]:
         return {"capacity": self.capacity, "fill_rate": self.fill_rate, "scope": self.scope, "backend": self.backend}

@@ -1,65 +1,70 @@
-//! Concurrency limit: at most `limit` units in flight per key. A request takes units when it starts
-//! (`check` + `apply`) and gives them back when it ends (`release`). The rate's period is the wait
-//! suggested to a denied caller, since when a slot frees up is not known in advance.
+//! Concurrency limit: at most `slots` units in flight per key. A request takes units when it starts
+//! (`check`, then the caller adds them) and gives them back when it ends (`release`). Denied callers are
+//! told to wait `retry_after_ns`, since when a slot frees up is not known in advance.
 //!
 //! `Concurrency` counts units; `Leases` is the state of a key whose units are held by leases: each
 //! acquisition has an id, a cost and an expiry, so a holder that never releases (a crashed worker, a
 //! forgotten `release`) gives its units back when its lease runs out, and a release frees exactly its own
 //! lease.
 
-use super::{decision, Algorithm};
 use crate::decision::Decision;
-use crate::rate::Rate;
 
+/// A number of slots and the wait suggested when they are taken. Not a rate: nothing here depends on time.
 #[derive(Clone, Copy, Debug)]
 pub struct Concurrency {
-    rate: Rate,
+    slots: u64,
+    retry_after_ns: u64,
 }
 
 impl Concurrency {
+    /// `slots` at least 1.
+    pub fn new(slots: u64, retry_after_ns: u64) -> Self {
+        Concurrency {
+            slots: slots.max(1),
+            retry_after_ns,
+        }
+    }
+
+    pub fn slots(&self) -> u64 {
+        self.slots
+    }
+
+    pub fn retry_after_ns(&self) -> u64 {
+        self.retry_after_ns
+    }
+
     /// Gives back `cost` units; never below zero.
     pub fn release(in_flight: &mut u64, cost: u64) {
         *in_flight = in_flight.saturating_sub(cost);
     }
-}
 
-impl Algorithm for Concurrency {
-    /// Units in flight.
-    type State = u64;
-
-    fn new(rate: Rate) -> Self {
-        Concurrency { rate }
-    }
-
-    fn rate(&self) -> Rate {
-        self.rate
-    }
-
-    fn check(&self, in_flight: &u64, _now: u64, cost: u64) -> Decision {
-        let limit = self.rate.limit();
-        if in_flight + cost <= limit {
-            decision(self.rate, true, limit - in_flight - cost, 0, 0)
-        } else {
-            decision(
-                self.rate,
-                false,
-                limit.saturating_sub(*in_flight),
-                0,
-                self.rate.period_ns(),
-            )
+    fn decision(&self, allowed: bool, remaining: u64, wait_ns: u64) -> Decision {
+        Decision {
+            allowed,
+            limit: self.slots,
+            remaining,
+            reset_after_ns: wait_ns,
+            retry_after_ns: wait_ns,
+            period_ns: self.retry_after_ns,
         }
     }
 
-    fn apply(&self, in_flight: &mut u64, _now: u64, cost: u64) {
-        *in_flight += cost;
+    /// What a request of `cost` gets with `in_flight` units taken. When the units come back is not known: a
+    /// denial reports the suggested wait as both its retry and its reset, so the reset is never the earlier.
+    pub fn check(&self, in_flight: u64, cost: u64) -> Decision {
+        if in_flight.saturating_add(cost) <= self.slots {
+            self.decision(true, self.slots - in_flight - cost, 0)
+        } else {
+            self.decision(false, self.slots.saturating_sub(in_flight), self.retry_after_ns)
+        }
     }
 
-    fn standing(&self, in_flight: &u64, _now: u64) -> (u64, u64) {
-        (self.rate.limit().saturating_sub(*in_flight), 0)
-    }
-
-    fn is_idle(&self, in_flight: &u64, _now: u64) -> bool {
-        *in_flight == 0
+    /// The standing without a request: units free now, and whether (and when) one more would pass.
+    pub fn inspect(&self, in_flight: u64) -> Decision {
+        Decision {
+            remaining: self.slots.saturating_sub(in_flight),
+            ..self.check(in_flight, 1)
+        }
     }
 }
 
@@ -71,7 +76,7 @@ pub struct Lease {
     pub expires_ns: u64,
 }
 
-/// The leases held on one key, and the units they hold. At most `limit` leases are ever live (each holds at
+/// The leases held on one key, and the units they hold. At most `slots` leases are ever live (each holds at
 /// least one unit), so the linear scans stay short.
 #[derive(Clone, Debug, Default)]
 pub struct Leases {
@@ -100,10 +105,10 @@ impl Leases {
         &self.held
     }
 
-    /// Purges, then takes `cost` units under a new lease if they fit `algorithm`'s limit.
+    /// Purges, then takes `cost` units under a new lease if they fit `algorithm`'s slots.
     pub fn acquire(&mut self, algorithm: &Concurrency, now: u64, cost: u64, lease: Lease) -> Decision {
         self.purge(now);
-        let decision = algorithm.check(&self.in_flight, now, cost);
+        let decision = algorithm.check(self.in_flight, cost);
         if decision.allowed {
             self.in_flight += lease.cost;
             self.held.push(lease);
@@ -135,23 +140,33 @@ impl Leases {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::algorithm::testing::{Key, SECOND};
+
+    const SECOND: u64 = 1_000_000_000;
 
     #[test]
     fn admits_up_to_the_limit_in_flight_and_frees_on_release() {
-        let mut key = Key::<Concurrency>::new("2/s");
-        assert_eq!(key.hit(1).remaining, 1);
-        assert_eq!(key.hit(1).remaining, 0);
-        let denied = key.hit(1);
+        let concurrency = Concurrency::new(2, SECOND / 2);
+        let mut in_flight = 0;
+        for remaining in [1, 0] {
+            let allowed = concurrency.check(in_flight, 1);
+            assert!(allowed.allowed && allowed.remaining == remaining && allowed.retry_after_ns == 0);
+            in_flight += 1;
+        }
+        let denied = concurrency.check(in_flight, 1);
         assert!(!denied.allowed);
-        assert_eq!(denied.retry_after_ns, SECOND);
-        key.advance(3_600 * SECOND);
-        assert!(!key.hit(1).allowed, "time alone frees nothing");
-        Concurrency::release(&mut key.state, 1);
-        assert!(key.hit(1).allowed);
-        Concurrency::release(&mut key.state, 5);
-        assert_eq!(key.state, 0);
-        assert!(key.algorithm.is_idle(&key.state, key.now));
+        assert_eq!((denied.retry_after_ns, denied.reset_after_ns), (SECOND / 2, SECOND / 2));
+        Concurrency::release(&mut in_flight, 1);
+        assert!(concurrency.check(in_flight, 1).allowed);
+        Concurrency::release(&mut in_flight, 5);
+        assert_eq!(in_flight, 0);
+        assert_eq!(concurrency.inspect(in_flight).remaining, 2);
+        assert_eq!(
+            Concurrency::new(2_000_000, 1_000_000)
+                .check(2_000_000, 1)
+                .retry_after_ns,
+            1_000_000,
+            "the wait is what was asked for, whatever the number of slots"
+        );
     }
 
     fn lease(id: u64, cost: u64, expires_ns: u64) -> Lease {
@@ -160,7 +175,7 @@ mod tests {
 
     #[test]
     fn leases_hold_units_until_released_or_expired() {
-        let algorithm = Concurrency::new(crate::rate::parse_rates("3/s").unwrap()[0]);
+        let algorithm = Concurrency::new(3, SECOND);
         let mut leases = Leases::default();
         let now = 1_000 * SECOND;
         assert_eq!(

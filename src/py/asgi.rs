@@ -14,9 +14,9 @@ use smallvec::SmallVec;
 
 use super::errors::Error;
 use super::headers::Pending;
-use super::{positive, send, Decision, HeaderRenderer, Limiter, Quota};
+use super::{send, Cost, Decision, HeaderRenderer, Limiter, Quota};
 use crate::client;
-use crate::limiter::CostExceedsLimit;
+use crate::limiter::{Capacity, CostExceedsLimit};
 use crate::rate::Rate;
 
 /// The scope key of a request's pending response fields, a `Pending`.
@@ -330,7 +330,7 @@ impl Charge {
         limiter: &Bound<'_, Limiter>,
         prefix: String,
         quota: Option<&Bound<'_, Quota>>,
-        cost: i64,
+        cost: Cost,
         renderer: &Bound<'_, HeaderRenderer>,
         policy: String,
         counts: &Bound<'_, Counts>,
@@ -346,9 +346,10 @@ impl Charge {
             .into());
         }
         let rates = quota.map_or_else(|| held.quota.rates.clone(), |quota| quota.get().rates.clone());
-        let cost = positive(cost, "cost")?;
+        super::usable(held.limiter.kind(), &rates, false)?;
+        let cost = cost.units(|| Capacity::Rate(rates[0]))?;
         if let Some(rate) = rates.iter().find(|rate| rate.limit() < cost) {
-            return Err(Error::from(CostExceedsLimit { cost, rate: *rate }).into());
+            return Err(Error::from(CostExceedsLimit::of_rate(cost, *rate)).into());
         }
         Ok(Charge {
             limiter: limiter.clone().unbind(),

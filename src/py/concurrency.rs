@@ -11,10 +11,11 @@ use super::bridge::{self, Done};
 use super::errors::{Error, Result};
 use super::remote::{self, ready, RedisSettings};
 use super::runtime::runtime;
-use super::{make_clock, nanos, positive, Decision, FakeClock};
+use super::{make_clock, nanos, positive, Cost, Decision, FakeClock};
+use crate::algorithm::Concurrency;
 use crate::decision;
-use crate::limiter::LeaseLimiter;
-use crate::rate::Rate;
+use crate::limiter::{Capacity, LeaseLimiter};
+use crate::rate::MAX_PERIOD_NS;
 use crate::store::redis::concurrency::{LeaseToken, OwnLeases, RedisConcurrency, Taken};
 
 const DEFAULT_REDIS_LEASE_MS: u64 = 60_000;
@@ -359,6 +360,11 @@ pub struct ConcurrencyLimiter {
 }
 
 impl ConcurrencyLimiter {
+    /// The units of `cost`; a cost too large for any number of slots is refused as one above the limit.
+    fn units(&self, cost: Cost) -> Result<u64> {
+        cost.units(|| Capacity::Slots(self.local.slots()))
+    }
+
     fn backend(&self) -> Backend {
         match &self.remote {
             Some(remote) => Backend::Redis(Arc::clone(remote)),
@@ -400,9 +406,15 @@ impl ConcurrencyLimiter {
         breaker_cooldown_ms: i64,
     ) -> PyResult<Self> {
         let limit = positive(limit, "limit")?;
-        let retry_ns = nanos(retry_after, "retry_after")?.max(limit);
-        let rate = Rate::from_nanos(limit, retry_ns)
-            .ok_or_else(|| Error::Value(format!("retry_after must be at most ten years, got {retry_after}")))?;
+        let retry_after_ns = nanos(retry_after, "retry_after")
+            .ok()
+            .filter(|&retry_after_ns| (1..=MAX_PERIOD_NS).contains(&retry_after_ns))
+            .ok_or_else(|| {
+                Error::Value(format!(
+                    "retry_after must be a number of seconds above 0 and at most ten years (the wait suggested when a \
+                     key's slots are all taken), got {retry_after}"
+                ))
+            })?;
         let max_keys = positive(max_keys, "max_keys")? as usize;
         let lease_ms = lease_ms.map(|lease_ms| positive(lease_ms, "lease_ms")).transpose()?;
         let settings = RedisSettings {
@@ -421,7 +433,12 @@ impl ConcurrencyLimiter {
             lease_ms
         };
         let lease_ns = lease_ms.map(|lease_ms| lease_ms.saturating_mul(1_000_000));
-        let local = Arc::new(LeaseLimiter::new(rate, lease_ns, make_clock(clock), max_keys));
+        let local = Arc::new(LeaseLimiter::new(
+            Concurrency::new(limit, retry_after_ns),
+            lease_ns,
+            make_clock(clock),
+            max_keys,
+        ));
         let remote = opened.map(|(store, options)| Arc::new(RedisConcurrency::new(store, options, Arc::clone(&local))));
         Ok(ConcurrencyLimiter {
             local,
@@ -431,22 +448,22 @@ impl ConcurrencyLimiter {
     }
 
     /// Takes `cost` slots for `key` if they are free. Give them back with `release`.
-    #[pyo3(signature = (key, cost = 1))]
-    fn acquire(&self, py: Python<'_>, key: &str, cost: i64) -> PyResult<Decision> {
-        let cost = positive(cost, "cost")?;
+    #[pyo3(signature = (key, cost = Cost::ONE), text_signature = "($self, key, cost=1)")]
+    fn acquire(&self, py: Python<'_>, key: &str, cost: Cost) -> PyResult<Decision> {
+        let cost = self.units(cost)?;
         let taken = self.backend().acquire(py, key, cost)?;
         remember(&self.own, &self.local, key, cost, &taken);
         Ok(Decision::from_core(taken.decision, taken.now_ns))
     }
 
     /// `acquire` as an awaitable.
-    #[pyo3(signature = (key, cost = 1))]
-    fn acquire_async<'py>(&self, py: Python<'py>, key: String, cost: i64) -> PyResult<Bound<'py, PyAny>> {
+    #[pyo3(signature = (key, cost = Cost::ONE), text_signature = "($self, key, cost=1)")]
+    fn acquire_async<'py>(&self, py: Python<'py>, key: String, cost: Cost) -> PyResult<Bound<'py, PyAny>> {
         let Some(remote) = &self.remote else {
             let decision = self.acquire(py, &key, cost)?;
             return ready(py, Bound::new(py, decision)?.into_any());
         };
-        let cost = positive(cost, "cost")?;
+        let cost = self.units(cost)?;
         let (remote, own) = (Arc::clone(remote), Arc::clone(&self.own));
         bridge::spawn(py, async move {
             match remote.acquire(&key, cost).await {
@@ -460,24 +477,23 @@ impl ConcurrencyLimiter {
     }
 
     /// Gives back `cost` slots of `key` taken by `acquire`.
-    #[pyo3(signature = (key, cost = 1))]
-    fn release(&self, py: Python<'_>, key: &str, cost: i64) -> PyResult<()> {
-        let cost = positive(cost, "cost")?;
+    #[pyo3(signature = (key, cost = Cost::ONE), text_signature = "($self, key, cost=1)")]
+    fn release(&self, py: Python<'_>, key: &str, cost: Cost) {
+        let cost = cost.units_at_most();
         let backend = self.backend();
         for (token, units) in self.own.take(key, cost, self.local.now_ns()) {
             backend.release(py, key, &token, units);
         }
-        Ok(())
     }
 
     /// `release` as an awaitable.
-    #[pyo3(signature = (key, cost = 1))]
-    fn release_async<'py>(&self, py: Python<'py>, key: String, cost: i64) -> PyResult<Bound<'py, PyAny>> {
+    #[pyo3(signature = (key, cost = Cost::ONE), text_signature = "($self, key, cost=1)")]
+    fn release_async<'py>(&self, py: Python<'py>, key: String, cost: Cost) -> PyResult<Bound<'py, PyAny>> {
         if self.remote.is_none() {
-            self.release(py, &key, cost)?;
+            self.release(py, &key, cost);
             return ready(py, py.None().into_bound(py));
         }
-        let cost = positive(cost, "cost")?;
+        let cost = cost.units_at_most();
         let (now_ns, own, backend) = (self.local.now_ns(), Arc::clone(&self.own), self.backend());
         bridge::spawn(py, async move {
             let taken = own.take(&key, cost, now_ns);
@@ -489,22 +505,22 @@ impl ConcurrencyLimiter {
     }
 
     /// Takes `cost` slots for `key` if they are free, as a `Lease` that gives back exactly these slots.
-    #[pyo3(signature = (key, cost = 1))]
-    fn acquire_lease(&self, py: Python<'_>, key: String, cost: i64) -> PyResult<Lease> {
-        let cost = positive(cost, "cost")?;
+    #[pyo3(signature = (key, cost = Cost::ONE), text_signature = "($self, key, cost=1)")]
+    fn acquire_lease(&self, py: Python<'_>, key: String, cost: Cost) -> PyResult<Lease> {
+        let cost = self.units(cost)?;
         let backend = self.backend();
         let taken = backend.acquire(py, &key, cost)?;
         Ok(Lease::new(Held::new(backend, key, cost, taken)))
     }
 
     /// `acquire_lease` as an awaitable.
-    #[pyo3(signature = (key, cost = 1))]
-    fn acquire_lease_async<'py>(&self, py: Python<'py>, key: String, cost: i64) -> PyResult<Bound<'py, PyAny>> {
+    #[pyo3(signature = (key, cost = Cost::ONE), text_signature = "($self, key, cost=1)")]
+    fn acquire_lease_async<'py>(&self, py: Python<'py>, key: String, cost: Cost) -> PyResult<Bound<'py, PyAny>> {
         if self.remote.is_none() {
             let lease = self.acquire_lease(py, key, cost)?;
             return ready(py, Bound::new(py, lease)?.into_any());
         }
-        let cost = positive(cost, "cost")?;
+        let cost = self.units(cost)?;
         let backend = self.backend();
         bridge::spawn(py, async move {
             match backend.acquire_later(&key, cost).await {
@@ -515,9 +531,9 @@ impl ConcurrencyLimiter {
     }
 
     /// A context manager (`with` and `async with`) holding `cost` slots of `key` for its block.
-    #[pyo3(signature = (key, cost = 1))]
-    fn slot(&self, key: String, cost: i64) -> PyResult<Slot> {
-        let cost = positive(cost, "cost")?;
+    #[pyo3(signature = (key, cost = Cost::ONE), text_signature = "($self, key, cost=1)")]
+    fn slot(&self, key: String, cost: Cost) -> PyResult<Slot> {
+        let cost = self.units(cost)?;
         self.local.check_cost(cost).map_err(Error::from)?;
         Ok(Slot {
             backend: self.backend(),
@@ -572,7 +588,7 @@ impl ConcurrencyLimiter {
 
     #[getter]
     fn limit(&self) -> u64 {
-        self.local.rate().limit()
+        self.local.slots()
     }
 
     /// Milliseconds a lease holds its slots unless released; `None` when held until released.

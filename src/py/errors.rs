@@ -26,6 +26,8 @@ pub enum Error {
     Exceeded(crate::decision::Decision, u64),
     Rate(RateError),
     Cost(CostExceedsLimit),
+    /// A cost too large for a whole number of units, with the message naming it.
+    CostTooLarge(String),
     Value(String),
     Type(String),
 }
@@ -48,6 +50,7 @@ impl From<Error> for PyErr {
             Error::Exceeded(decision, now_ns) => exceeded(decision, now_ns),
             Error::Rate(error) => PyValueError::new_err(error.to_string()),
             Error::Cost(error) => CostExceedsLimitError::new_err(error.to_string()),
+            Error::CostTooLarge(message) => CostExceedsLimitError::new_err(message),
             Error::Value(message) => PyValueError::new_err(message),
             Error::Type(message) => PyTypeError::new_err(message),
         }

@@ -9,14 +9,16 @@ mod remote;
 mod runtime;
 mod send;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
+use pyo3::exceptions::PyOverflowError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
 use crate::clock::{self, Clock};
 use crate::decision;
-use crate::limiter::{AlgorithmKind, AnyLimiter};
+use crate::limiter::{AlgorithmKind, AnyLimiter, Capacity, CostExceedsLimit};
 use crate::rate::{self, Rate};
 use crate::store::memory::OnFull;
 use crate::store::redis::{Mode, RedisLimiter};
@@ -69,7 +71,63 @@ fn positive(value: i64, what: &str) -> Result<u64> {
     u64::try_from(value)
         .ok()
         .filter(|&value| value > 0)
-        .ok_or_else(|| Error::Value(format!("{what} must be a positive whole number, got {value}")))
+        .ok_or_else(|| not_positive(&value, what))
+}
+
+/// A request's cost as Python gave it. Any int is taken: one below 1 is refused here, and one too large for a
+/// `u64` is kept as its text, so that the error it meets names it as given.
+#[derive(Clone, Debug)]
+pub enum Cost {
+    Units(u64),
+    TooLarge(String),
+}
+
+impl Cost {
+    pub const ONE: Cost = Cost::Units(1);
+
+    /// The units of a cost measured against `limit` (the first limit a cost too large for any fails).
+    pub fn units(self, limit: impl FnOnce() -> Capacity) -> Result<u64> {
+        match self {
+            Cost::Units(units) => Ok(units),
+            Cost::TooLarge(text) => Err(Error::CostTooLarge(CostExceedsLimit::describe(&text, limit()))),
+        }
+    }
+
+    /// The units of a cost that only bounds what is given back: a cost too large is as good as all.
+    pub fn units_at_most(self) -> u64 {
+        match self {
+            Cost::Units(units) => units,
+            Cost::TooLarge(_) => u64::MAX,
+        }
+    }
+
+    /// The units of a cost against the first of several (key, rates) limits, as the limiter checks them.
+    fn units_against(self, limits: &[(String, Vec<Rate>)]) -> Result<u64> {
+        self.units(|| Capacity::Rate(limits[0].1[0]))
+    }
+}
+
+impl<'py> FromPyObject<'_, 'py> for Cost {
+    type Error = PyErr;
+
+    fn extract(value: Borrowed<'_, 'py, PyAny>) -> PyResult<Self> {
+        match value.extract::<i64>() {
+            Ok(units) if units > 0 => Ok(Cost::Units(units as u64)),
+            Ok(units) => Err(not_positive(&units, "cost").into()),
+            Err(error) if error.is_instance_of::<PyOverflowError>(value.py()) => {
+                if value.lt(0)? {
+                    Err(not_positive(&value.str()?, "cost").into())
+                } else {
+                    Ok(Cost::TooLarge(value.str()?.to_str()?.to_owned()))
+                }
+            }
+            Err(error) => Err(error),
+        }
+    }
+}
+
+fn not_positive(value: &dyn std::fmt::Display, what: &str) -> Error {
+    Error::Value(format!("{what} must be a positive whole number, got {value}"))
 }
 
 /// Does nothing with one str: the cost of calling into the extension, the floor for benchmarks.
@@ -252,6 +310,14 @@ fn quota_of(value: &Bound<'_, PyAny>) -> PyResult<Vec<Rate>> {
     .into())
 }
 
+/// Refuses a rate that `kind` cannot enforce in the chosen store.
+fn usable(kind: AlgorithmKind, rates: &[Rate], on_redis: bool) -> Result<()> {
+    match rates.iter().find_map(|&rate| kind.unusable(rate, on_redis)) {
+        Some(reason) => Err(Error::Value(reason)),
+        None => Ok(()),
+    }
+}
+
 fn make_clock(clock: Option<&Bound<'_, FakeClock>>) -> Clock {
     clock.map_or_else(Clock::monotonic, |fake| Clock::Fake(fake.get().clock.clone()))
 }
@@ -277,8 +343,26 @@ pub struct Limiter {
 }
 
 impl Limiter {
-    fn decide(&self, py: Python<'_>, key: &str, cost: i64, commit: bool) -> PyResult<Decision> {
-        let cost = positive(cost, "cost")?;
+    /// The rates a call names: `rate` (a str or a Quota), or this limiter's own for None. With `enforced`, a
+    /// rate this limiter's algorithm and store cannot enforce is refused (see `AlgorithmKind::unusable`).
+    fn rates_of(&self, rate: Option<&Bound<'_, PyAny>>, enforced: bool) -> PyResult<Cow<'_, [Rate]>> {
+        let Some(rate) = rate else {
+            return Ok(Cow::Borrowed(&self.quota.rates));
+        };
+        let rates = quota_of(rate)?;
+        if enforced {
+            usable(self.limiter.kind(), &rates, self.remote.is_some())?;
+        }
+        Ok(Cow::Owned(rates))
+    }
+
+    /// The units of `cost` against this limiter's own rates.
+    fn own_units(&self, cost: Cost) -> Result<u64> {
+        cost.units(|| Capacity::Rate(self.quota.rates[0]))
+    }
+
+    fn decide(&self, py: Python<'_>, key: &str, cost: Cost, commit: bool) -> PyResult<Decision> {
+        let cost = self.own_units(cost)?;
         if let Some(remote) = &self.remote {
             let mode = if commit { Mode::Hit } else { Mode::Test };
             return remote::decide(
@@ -331,7 +415,7 @@ impl Limiter {
                 AlgorithmKind::NAMES
             ))
         })?;
-        remote::is_redis_url(storage)?;
+        usable(kind, &rates, remote::is_redis_url(storage)?)?;
         let max_keys = positive(max_keys, "max_keys")? as usize;
         let limiter = Arc::new(AnyLimiter::new(kind, make_clock(clock), max_keys, on_full_of(on_full)?));
         let settings = remote::RedisSettings {
@@ -352,18 +436,18 @@ impl Limiter {
     }
 
     /// Takes `cost` units from every rate of `key` if all have room; a denied request takes nothing.
-    #[pyo3(signature = (key, cost = 1))]
-    fn hit(&self, py: Python<'_>, key: &str, cost: i64) -> PyResult<Decision> {
+    #[pyo3(signature = (key, cost = Cost::ONE), text_signature = "($self, key, cost=1)")]
+    fn hit(&self, py: Python<'_>, key: &str, cost: Cost) -> PyResult<Decision> {
         self.decide(py, key, cost, true)
     }
 
     /// `hit(key, cost).allowed`, without building a Decision.
-    #[pyo3(signature = (key, cost = 1))]
-    fn allow(&self, py: Python<'_>, key: &str, cost: i64) -> PyResult<bool> {
+    #[pyo3(signature = (key, cost = Cost::ONE), text_signature = "($self, key, cost=1)")]
+    fn allow(&self, py: Python<'_>, key: &str, cost: Cost) -> PyResult<bool> {
         if self.remote.is_some() {
             return Ok(self.decide(py, key, cost, true)?.allowed);
         }
-        let cost = positive(cost, "cost")?;
+        let cost = self.own_units(cost)?;
         Ok(self
             .limiter
             .hit(&[(key, self.quota.rates.as_slice())], cost)
@@ -373,57 +457,46 @@ impl Limiter {
     }
 
     /// What `hit(key, cost)` would decide now, without taking anything.
-    #[pyo3(signature = (key, cost = 1))]
-    fn test(&self, py: Python<'_>, key: &str, cost: i64) -> PyResult<Decision> {
+    #[pyo3(signature = (key, cost = Cost::ONE), text_signature = "($self, key, cost=1)")]
+    fn test(&self, py: Python<'_>, key: &str, cost: Cost) -> PyResult<Decision> {
         self.decide(py, key, cost, false)
     }
 
-    /// The key's standing now: units left, time to full reset, and whether one more unit would pass.
-    fn peek(&self, py: Python<'_>, key: &str) -> PyResult<Decision> {
+    /// The standing of `key` under `rate` (None: this limiter's own rates) now: units left, time to full
+    /// reset, and whether one more unit would pass.
+    #[pyo3(signature = (key, rate = None))]
+    fn peek(&self, py: Python<'_>, key: &str, rate: Option<&Bound<'_, PyAny>>) -> PyResult<Decision> {
+        let rates = self.rates_of(rate, true)?;
         if let Some(remote) = &self.remote {
-            return remote::decide(
-                py,
-                remote,
-                &vec![(key.to_owned(), self.quota.rates.clone())],
-                1,
-                Mode::Peek,
-            );
+            return remote::decide(py, remote, &vec![(key.to_owned(), rates.into_owned())], 1, Mode::Peek);
         }
-        let (decision, now_ns) = self.limiter.peek(&[(key, self.quota.rates.as_slice())]);
+        let (decision, now_ns) = self.limiter.peek(&[(key, &rates)]);
         Ok(Decision::from_core(decision, now_ns))
     }
 
-    /// Forgets `key`: its next request is treated as its first.
-    fn reset(&self, py: Python<'_>, key: &str) {
+    /// Forgets `key` under `rate` (None: this limiter's own rates): its next request is treated as its first.
+    #[pyo3(signature = (key, rate = None))]
+    fn reset(&self, py: Python<'_>, key: &str, rate: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let rates = self.rates_of(rate, false)?;
         if let Some(remote) = &self.remote {
-            remote::reset(py, remote, key, &self.quota.rates);
-            return;
+            remote::reset(py, remote, key, &rates);
+        } else {
+            self.limiter.reset(key, &rates);
         }
-        self.limiter.reset(key, &self.quota.rates);
+        Ok(())
     }
 
     /// Checks several (key, rate) limits as one request: all are charged only if all pass.
     /// A rate of `None` means this limiter's own rates.
-    #[pyo3(signature = (limits, cost = 1))]
+    #[pyo3(signature = (limits, cost = Cost::ONE), text_signature = "($self, limits, cost=1)")]
     fn hit_many(
         &self,
         py: Python<'_>,
         limits: Vec<(String, Option<Bound<'_, PyAny>>)>,
-        cost: i64,
+        cost: Cost,
     ) -> PyResult<Decision> {
-        let cost = positive(cost, "cost")?;
-        if limits.is_empty() {
-            return Err(Error::Value("hit_many needs at least one (key, rate) pair".to_owned()).into());
-        }
-        let parsed: Vec<(String, Vec<Rate>)> = limits
-            .into_iter()
-            .map(|(key, rate)| {
-                Ok((
-                    key,
-                    rate.map_or_else(|| Ok(self.quota.rates.clone()), |rate| quota_of(&rate))?,
-                ))
-            })
-            .collect::<PyResult<_>>()?;
+        let parsed = self.parse_limits(limits)?;
+        let cost = cost.units_against(&parsed)?;
         if let Some(remote) = &self.remote {
             return remote::decide(py, remote, &parsed, cost, Mode::Hit);
         }

@@ -12,15 +12,18 @@ use pyo3::types::PyDict;
 use super::bridge::{self, Done};
 use super::errors::{Error, Result};
 use super::runtime::runtime;
-use super::{positive, quota_of, Decision, Limiter};
+use super::{positive, Cost, Decision, Limiter};
 use crate::limiter::{AlgorithmKind, AnyLimiter};
 use crate::rate::Rate;
 use crate::store::redis::{ConnectOptions, LimiterOptions, LogFn, Mode, OnBackendError, RedisLimiter, RedisStore};
 
 /// Whether `storage` names Redis (`true`) or memory (`false`); any other scheme is refused.
 pub(super) fn is_redis_url(storage: &str) -> Result<bool> {
-    let scheme = storage.split_once("://").map_or(storage, |(scheme, _)| scheme);
-    match scheme {
+    let scheme = storage
+        .split_once("://")
+        .map_or(storage, |(scheme, _)| scheme)
+        .to_ascii_lowercase();
+    match scheme.as_str() {
         "memory" => Ok(false),
         "redis" | "rediss" | "redis+cluster" | "rediss+cluster" | "redis+unix" | "unix" => Ok(true),
         _ => Err(Error::Value(format!(
@@ -228,18 +231,13 @@ impl Limiter {
         vec![(key, self.quota.rates.clone())]
     }
 
-    fn parse_limits(&self, limits: Vec<(String, Option<Bound<'_, PyAny>>)>) -> PyResult<Limits> {
+    pub(super) fn parse_limits(&self, limits: Vec<(String, Option<Bound<'_, PyAny>>)>) -> PyResult<Limits> {
         if limits.is_empty() {
             return Err(Error::Value("hit_many needs at least one (key, rate) pair".to_owned()).into());
         }
         limits
             .into_iter()
-            .map(|(key, rate)| {
-                Ok((
-                    key,
-                    rate.map_or_else(|| Ok(self.quota.rates.clone()), |rate| quota_of(&rate))?,
-                ))
-            })
+            .map(|(key, rate)| Ok((key, self.rates_of(rate.as_ref(), true)?.into_owned())))
             .collect()
     }
 
@@ -247,11 +245,15 @@ impl Limiter {
         &self,
         py: Python<'py>,
         limits: Limits,
-        cost: i64,
+        cost: Cost,
         mode: Mode,
         as_bool: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let cost = if mode == Mode::Peek { 1 } else { positive(cost, "cost")? };
+        let cost = if mode == Mode::Peek {
+            1
+        } else {
+            cost.units_against(&limits)?
+        };
         if let Some(remote) = &self.remote {
             return decide_later(py, remote, limits, cost, mode, as_bool);
         }
@@ -277,35 +279,42 @@ impl Limiter {
     }
 
     /// `hit` as an awaitable: on Redis the event loop stays free while the store answers.
-    #[pyo3(signature = (key, cost = 1))]
-    fn hit_async<'py>(&self, py: Python<'py>, key: String, cost: i64) -> PyResult<Bound<'py, PyAny>> {
+    #[pyo3(signature = (key, cost = Cost::ONE), text_signature = "($self, key, cost=1)")]
+    fn hit_async<'py>(&self, py: Python<'py>, key: String, cost: Cost) -> PyResult<Bound<'py, PyAny>> {
         self.decide_async(py, self.own_limits(key), cost, Mode::Hit, false)
     }
 
     /// `allow` as an awaitable.
-    #[pyo3(signature = (key, cost = 1))]
-    fn allow_async<'py>(&self, py: Python<'py>, key: String, cost: i64) -> PyResult<Bound<'py, PyAny>> {
+    #[pyo3(signature = (key, cost = Cost::ONE), text_signature = "($self, key, cost=1)")]
+    fn allow_async<'py>(&self, py: Python<'py>, key: String, cost: Cost) -> PyResult<Bound<'py, PyAny>> {
         self.decide_async(py, self.own_limits(key), cost, Mode::Hit, true)
     }
 
     /// `test` as an awaitable.
-    #[pyo3(signature = (key, cost = 1))]
-    fn test_async<'py>(&self, py: Python<'py>, key: String, cost: i64) -> PyResult<Bound<'py, PyAny>> {
+    #[pyo3(signature = (key, cost = Cost::ONE), text_signature = "($self, key, cost=1)")]
+    fn test_async<'py>(&self, py: Python<'py>, key: String, cost: Cost) -> PyResult<Bound<'py, PyAny>> {
         self.decide_async(py, self.own_limits(key), cost, Mode::Test, false)
     }
 
     /// `peek` as an awaitable.
-    fn peek_async<'py>(&self, py: Python<'py>, key: String) -> PyResult<Bound<'py, PyAny>> {
-        self.decide_async(py, self.own_limits(key), 1, Mode::Peek, false)
+    #[pyo3(signature = (key, rate = None))]
+    fn peek_async<'py>(
+        &self,
+        py: Python<'py>,
+        key: String,
+        rate: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let limits = vec![(key, self.rates_of(rate, true)?.into_owned())];
+        self.decide_async(py, limits, Cost::ONE, Mode::Peek, false)
     }
 
     /// `hit_many` as an awaitable.
-    #[pyo3(signature = (limits, cost = 1))]
+    #[pyo3(signature = (limits, cost = Cost::ONE), text_signature = "($self, limits, cost=1)")]
     fn hit_many_async<'py>(
         &self,
         py: Python<'py>,
         limits: Vec<(String, Option<Bound<'py, PyAny>>)>,
-        cost: i64,
+        cost: Cost,
     ) -> PyResult<Bound<'py, PyAny>> {
         let limits = self.parse_limits(limits)?;
         self.decide_async(py, limits, cost, Mode::Hit, false)
@@ -329,13 +338,20 @@ impl Limiter {
     }
 
     /// `reset` as an awaitable.
-    fn reset_async<'py>(&self, py: Python<'py>, key: String) -> PyResult<Bound<'py, PyAny>> {
+    #[pyo3(signature = (key, rate = None))]
+    fn reset_async<'py>(
+        &self,
+        py: Python<'py>,
+        key: String,
+        rate: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let rates = self.rates_of(rate, false)?;
         let Some(remote) = &self.remote else {
-            self.limiter.reset(&key, &self.quota.rates);
+            self.limiter.reset(&key, &rates);
             return ready(py, py.None().into_bound(py));
         };
         let remote = Arc::clone(remote);
-        let rates = self.quota.rates.clone();
+        let rates = rates.into_owned();
         bridge::spawn(py, async move {
             remote.reset(&key, &rates).await;
             Done::Unit

@@ -3,9 +3,10 @@
 //! - Atomicity: all shards a decision touches are locked (in index order, so two decisions never
 //!   deadlock) while every limit is checked and, only if all pass, committed.
 //! - Bounded memory: keys whose state equals a fresh key's are dropped by amortised sweeps, which never
-//!   changes a decision. A hard cap on keys holds beyond that; when a shard is full of live keys, a new key
-//!   is either let through untracked (`OnFull::Allow`) or refused (`OnFull::Deny`), and counted. A live
-//!   counter is never dropped.
+//!   changes a decision. A hard cap on keys holds beyond that, split into per-shard shares that add up to
+//!   it; when a key's shard is full of live keys, a new key is either let through untracked
+//!   (`OnFull::Allow`) or refused (`OnFull::Deny`), and counted. A live counter is never dropped. Keys spread
+//!   over the shards by their random digests, so the first shard fills somewhat before the store does.
 //! - Keys are stored as SipHash-1-3 128-bit digests under a random per-store key: no per-key allocation,
 //!   no way for a client to aim collisions.
 
@@ -69,6 +70,8 @@ type Map<S> = HashMap<KeyHash, S, BuildHasherDefault<PassThrough>>;
 
 struct Shard<S> {
     map: Map<S>,
+    /// This shard's share of the store's `max_keys`; the shares add up to it exactly.
+    cap: usize,
     sweep_at_len: usize,
     full_swept_at: Option<u64>,
 }
@@ -85,7 +88,7 @@ type Locked<'g, 'm, S> = (usize, &'g mut MutexGuard<'m, Shard<S>>);
 pub struct MemoryStore<S> {
     shards: Box<[Mutex<Shard<S>>]>,
     hash_keys: (u64, u64),
-    keys_per_shard: usize,
+    max_keys: usize,
     on_full: OnFull,
     overflows: AtomicU64,
 }
@@ -109,12 +112,13 @@ impl<S: Default + Clone + Send> MemoryStore<S> {
             .next_power_of_two()
             .min(MAX_SHARDS);
         let shard_count = if shard_count > max_keys { 1 } else { shard_count };
-        let keys_per_shard = max_keys / shard_count;
         let shards = (0..shard_count)
-            .map(|_| {
+            .map(|index| {
+                let cap = max_keys / shard_count + usize::from(index < max_keys % shard_count);
                 Mutex::new(Shard {
                     map: Map::default(),
-                    sweep_at_len: FIRST_SWEEP_AT.min(keys_per_shard),
+                    cap,
+                    sweep_at_len: FIRST_SWEEP_AT.min(cap),
                     full_swept_at: None,
                 })
             })
@@ -122,7 +126,7 @@ impl<S: Default + Clone + Send> MemoryStore<S> {
         MemoryStore {
             shards,
             hash_keys: random_keys(),
-            keys_per_shard,
+            max_keys,
             on_full,
             overflows: AtomicU64::new(0),
         }
@@ -130,11 +134,16 @@ impl<S: Default + Clone + Send> MemoryStore<S> {
 
     /// The stored digest of `key` under `rate`.
     pub fn key_hash(&self, key: &str, rate: Rate) -> KeyHash {
+        self.key_digest(key, rate.limit(), rate.period_ns())
+    }
+
+    /// The stored digest of `key` under any two numbers that tell its limits apart.
+    pub fn key_digest(&self, key: &str, first: u64, second: u64) -> KeyHash {
         let mut hasher = SipHasher13::new_with_keys(self.hash_keys.0, self.hash_keys.1);
         hasher.write(key.as_bytes());
         hasher.write_u8(0xff);
-        hasher.write_u64(rate.limit());
-        hasher.write_u64(rate.period_ns());
+        hasher.write_u64(first);
+        hasher.write_u64(second);
         let digest = hasher.finish128();
         KeyHash(digest.h1, digest.h2)
     }
@@ -152,8 +161,9 @@ impl<S: Default + Clone + Send> MemoryStore<S> {
         self.len() == 0
     }
 
+    /// The cap on keys, as configured: the shards' shares add up to it.
     pub fn max_keys(&self) -> usize {
-        self.keys_per_shard * self.shards.len()
+        self.max_keys
     }
 
     /// New keys that found the store full of live keys.
@@ -203,7 +213,7 @@ impl<S: Default + Clone + Send> MemoryStore<S> {
             if stored.is_none() && commit && decision.allowed {
                 new_keys_per_shard[shard_index] += 1;
                 let algorithm = &check.algorithm;
-                if !self.make_room(shard, new_keys_per_shard[shard_index], now, |state| {
+                if !Self::make_room(shard, new_keys_per_shard[shard_index], now, |state| {
                     algorithm.is_idle(state, now)
                 }) {
                     self.overflows.fetch_add(1, Ordering::Relaxed);
@@ -248,18 +258,18 @@ impl<S: Default + Clone + Send> MemoryStore<S> {
     }
 
     /// Whether `extra` new keys fit in `shard`, sweeping idle keys out when it is time to.
-    fn make_room(&self, shard: &mut Shard<S>, extra: usize, now: u64, is_idle: impl Fn(&S) -> bool) -> bool {
+    fn make_room(shard: &mut Shard<S>, extra: usize, now: u64, is_idle: impl Fn(&S) -> bool) -> bool {
         let needed = shard.map.len() + extra;
         if needed > shard.sweep_at_len {
-            let full = needed > self.keys_per_shard;
+            let full = needed > shard.cap;
             let may_sweep = !full || shard.full_swept_at.is_none_or(|at| now >= at + FULL_SWEEP_INTERVAL_NS);
             if may_sweep {
                 shard.map.retain(|_, state| !is_idle(state));
                 shard.full_swept_at = if full { Some(now) } else { None };
-                shard.sweep_at_len = (shard.map.len() * 2).max(FIRST_SWEEP_AT).min(self.keys_per_shard);
+                shard.sweep_at_len = (shard.map.len() * 2).max(FIRST_SWEEP_AT).min(shard.cap);
             }
         }
-        shard.map.len() + extra <= self.keys_per_shard
+        shard.map.len() + extra <= shard.cap
     }
 
     /// Drops every idle key now; returns how many were dropped.
@@ -309,7 +319,7 @@ impl<S: Default + Clone + Send> MemoryStore<S> {
             if !create {
                 return change(Some(&mut S::default()));
             }
-            if !self.make_room(&mut shard, 1, now, &is_idle) {
+            if !Self::make_room(&mut shard, 1, now, &is_idle) {
                 self.overflows.fetch_add(1, Ordering::Relaxed);
                 return change(None);
             }
@@ -457,6 +467,17 @@ mod tests {
             hit::<TokenBucket>(&store, "k0", "5/hour", 0).allowed,
             "known keys still work"
         );
+    }
+
+    #[test]
+    fn the_shards_share_max_keys_exactly() {
+        for max_keys in [1, 3, 1_000, 2_047, 65_536, 99_999, 100_000, 1_000_003] {
+            let store = MemoryStore::<u64>::new(max_keys, OnFull::Deny);
+            assert_eq!(store.max_keys(), max_keys);
+            let caps: Vec<usize> = store.shards.iter().map(|shard| shard.lock().cap).collect();
+            assert_eq!(caps.iter().sum::<usize>(), max_keys, "{max_keys}");
+            assert!(caps.iter().max().unwrap() - caps.iter().min().unwrap() <= 1);
+        }
     }
 
     #[test]

@@ -130,24 +130,74 @@ fn redacted(url: &str) -> String {
     }
 }
 
+/// The database a URL names, by its path (`/2`, when `path_is_db`) or its query (`?db=2`, as redis-py reads
+/// it): None when it names none. A database is a whole number from 0; how many a server has is its own
+/// setting (16 by default), so a number it lacks is only found out when connecting.
+fn database(rest: &str, path_is_db: bool, shown: &str) -> Result<Option<u32>, UrlError> {
+    let rest = rest.split_once('#').map_or(rest, |(before, _)| before);
+    let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let mut named: Vec<&str> = Vec::new();
+    if path_is_db {
+        if let Some(slash) = before_query.find('/') {
+            let path = before_query[slash..].trim_matches('/');
+            if !path.is_empty() {
+                named.push(path);
+            }
+        }
+    }
+    named.extend(query.split('&').filter_map(|pair| pair.strip_prefix("db=")));
+    let mut database = None;
+    for text in named {
+        let number: u32 = text
+            .parse()
+            .ok()
+            .filter(|_| text.bytes().all(|byte| byte.is_ascii_digit()))
+            .ok_or_else(|| {
+                UrlError(format!(
+                    "storage {shown:?} names the database {text:?}, but a database is a whole number from 0 (0 to 15 \
+                     on a server with the default `databases 16`)"
+                ))
+            })?;
+        if database.is_some_and(|known| known != number) {
+            return Err(UrlError(format!(
+                "storage {shown:?} names two databases, {} and {number}",
+                database.unwrap_or_default()
+            )));
+        }
+        database = Some(number);
+    }
+    Ok(database)
+}
+
 fn parse_target(url: &str, options: &ConnectOptions) -> Result<Target, UrlError> {
     let shown = redacted(url);
     let Some((scheme, rest)) = url.split_once("://") else {
         return Err(UrlError(format!("storage {shown:?} has no scheme")));
     };
-    let node_scheme = match scheme {
+    let scheme = scheme.to_ascii_lowercase();
+    let node_scheme = match scheme.as_str() {
         "redis" | "rediss" | "redis+unix" | "unix" => {
-            let info = url
-                .into_connection_info()
-                .map_err(|error| UrlError(format!("storage {shown:?} is not a usable Redis URL ({error})")))?;
-            let client = Client::open(info)
-                .map_err(|error| UrlError(format!("storage {shown:?} is not a usable Redis URL ({error})")))?;
+            let tcp = matches!(scheme.as_str(), "redis" | "rediss");
+            let database = database(rest, tcp, &shown)?;
+            let unusable =
+                |error: RedisError| UrlError(format!("storage {shown:?} is not a usable Redis URL ({error})"));
+            let mut info = format!("{scheme}://{rest}").into_connection_info().map_err(unusable)?;
+            if let Some(database) = database {
+                let settings = info.redis_settings().clone().set_db(i64::from(database));
+                info = info.set_redis_settings(settings);
+            }
+            let client = Client::open(info).map_err(unusable)?;
             return Ok(Target::Single(Box::new(client)));
         }
         "redis+cluster" => "redis",
         "rediss+cluster" => "rediss",
         _ => return Err(UrlError(format!("storage {shown:?} has an unknown scheme {scheme:?}"))),
     };
+    if database(rest, true, &shown)?.is_some_and(|database| database != 0) {
+        return Err(UrlError(format!(
+            "storage {shown:?} names a database other than 0, which a Redis Cluster does not have"
+        )));
+    }
     let (authority, tail) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
     let (userinfo, hosts) = match authority.rfind('@') {
         Some(at) => (&authority[..=at], &authority[at + 1..]),
@@ -327,6 +377,13 @@ impl RedisStore {
 
     pub fn counts(&self) -> &StoreCounts {
         &self.counts
+    }
+
+    /// The wait `on_backend_error="deny"` tells a refused caller: the breaker's cooldown, at least a second.
+    pub fn deny_retry_after_ns(&self) -> u64 {
+        u64::try_from(self.options.breaker_cooldown.as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1_000_000_000)
     }
 
     pub fn is_cluster(&self) -> bool {
@@ -704,16 +761,19 @@ impl RedisLimiter {
         )
     }
 
+    /// One limit per distinct Redis key: the same counter named twice in one call is charged once, as in
+    /// memory.
     fn limits(&self, limits: &[(&str, &[Rate])]) -> Vec<Limit> {
-        limits
-            .iter()
-            .flat_map(|&(key, rates)| {
-                rates.iter().map(move |&rate| Limit {
-                    name: self.key_name(key, rate),
-                    rate,
-                })
-            })
-            .collect()
+        let mut resolved: Vec<Limit> = Vec::with_capacity(limits.iter().map(|(_, rates)| rates.len()).sum());
+        for &(key, rates) in limits {
+            for &rate in rates {
+                let name = self.key_name(key, rate);
+                if !resolved.iter().any(|limit| limit.name == name) {
+                    resolved.push(Limit { name, rate });
+                }
+            }
+        }
+        resolved
     }
 
     /// Decides `limits` (checks them; commits if `mode` is `Hit` and all pass). A Redis failure is decided
@@ -722,7 +782,7 @@ impl RedisLimiter {
         if mode != Mode::Peek {
             for (_, rates) in limits {
                 if let Some(&rate) = rates.iter().find(|rate| rate.limit() < cost) {
-                    return Err(CostExceedsLimit { cost, rate });
+                    return Err(CostExceedsLimit::of_rate(cost, rate));
                 }
             }
         }
@@ -776,9 +836,14 @@ impl RedisLimiter {
             return None;
         }
         let elapsed_ns = u64::try_from(now.duration_since(entry.at).as_nanos()).unwrap_or(u64::MAX);
+        let retry_after_ns = entry.decision.retry_after_ns.saturating_sub(elapsed_ns).max(1);
         let decision = Decision {
-            retry_after_ns: entry.decision.retry_after_ns.saturating_sub(elapsed_ns).max(1),
-            reset_after_ns: entry.decision.reset_after_ns.saturating_sub(elapsed_ns),
+            retry_after_ns,
+            reset_after_ns: entry
+                .decision
+                .reset_after_ns
+                .saturating_sub(elapsed_ns)
+                .max(retry_after_ns),
             ..entry.decision
         };
         let now_ns = entry.now_ns + elapsed_ns;
@@ -971,19 +1036,21 @@ impl RedisLimiter {
                 },
                 self.fallback.now_ns(),
             ),
-            OnBackendError::Deny => (
-                Decision {
-                    allowed: false,
-                    limit: tightest.limit(),
-                    remaining: 0,
-                    reset_after_ns: 0,
-                    retry_after_ns: u64::try_from(self.store.options.breaker_cooldown.as_nanos())
-                        .unwrap_or(u64::MAX)
-                        .max(1_000_000_000),
-                    period_ns: tightest.period_ns(),
-                },
-                self.fallback.now_ns(),
-            ),
+            OnBackendError::Deny => {
+                let retry_after_ns = self.store.deny_retry_after_ns();
+                (
+                    Decision {
+                        allowed: false,
+                        limit: tightest.limit(),
+                        remaining: 0,
+                        // Reported as the wait: a denial's reset is never before its retry.
+                        reset_after_ns: retry_after_ns,
+                        retry_after_ns,
+                        period_ns: tightest.period_ns(),
+                    },
+                    self.fallback.now_ns(),
+                )
+            }
         };
         Outcome {
             decision,
@@ -1065,6 +1132,43 @@ mod tests {
         };
         assert!(!error.to_string().contains("secret"), "{error}");
         assert_eq!(redacted("redis://u:secret@h:1/0"), "redis://u:***@h:1/0");
+    }
+
+    fn database_of(url: &str) -> Result<i64, String> {
+        match parse_target(url, &options()) {
+            Ok(Target::Single(client)) => Ok(client.get_connection_info().redis_settings().db()),
+            Ok(Target::Cluster(_)) => Ok(0),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
+    #[test]
+    fn databases_are_checked_and_read_from_the_path_or_the_query() {
+        assert_eq!(database_of("redis://h:1"), Ok(0));
+        assert_eq!(database_of("redis://h:1/3"), Ok(3));
+        assert_eq!(database_of("redis://h:1?db=2"), Ok(2));
+        assert_eq!(database_of("redis://h:1/?db=2"), Ok(2));
+        assert_eq!(database_of("redis://h:1/2?db=2"), Ok(2));
+        assert_eq!(
+            database_of("rediss://u:p@h:1/99"),
+            Ok(99),
+            "a server may have more than 16"
+        );
+        assert_eq!(database_of("redis+unix:///run/r.sock?db=4"), Ok(4));
+        assert_eq!(database_of("REDIS://h:1/5"), Ok(5), "schemes are case-insensitive");
+        assert_eq!(database_of("Redis+Cluster://h:1,h:2"), Ok(0));
+        for (bad, says) in [
+            ("redis://h:1/-1", "names the database \"-1\""),
+            ("redis://h:1/abc", "names the database \"abc\""),
+            ("redis://h:1?db=+1", "names the database \"+1\""),
+            ("redis://h:1/99999999999", "names the database \"99999999999\""),
+            ("redis+unix:///run/r.sock?db=-2", "names the database \"-2\""),
+            ("redis://h:1/1?db=2", "names two databases, 1 and 2"),
+            ("redis+cluster://h:1,h:2/3", "a database other than 0"),
+        ] {
+            let error = database_of(bad).expect_err(bad);
+            assert!(error.contains(says), "{bad}: {error}");
+        }
     }
 
     #[test]

@@ -23,8 +23,8 @@ if #KEYS == 1 then
   end
   return {now, 0, 0, remaining, reset_after, retry_after}
 end
--- Several limits. states[key] is shared by every limit with that key: [1..3] the state loaded, [4..6] the state
--- after this call's commits (false until the key's first check), [7..9] the rate of the key's first limit.
+-- Several limits, every KEYS[i] distinct (the caller names each counter once). states[i]: the state after this
+-- call takes its cost and the rate, kept for the save.
 local states = {}
 local reply = {now, 1}
 local all_allowed = true
@@ -34,27 +34,15 @@ for i = 1, #KEYS do
   if emission < 1 then
     emission = 1
   end
-  local state = states[key]
-  if state == nil then
-    local a, b, c = load(key, limit, period, emission)
-    state = {a, b, c, false, false, false, limit, period, emission}
-    states[key] = state
-  end
-  local allowed, remaining, reset_after, retry_after, a, b, c
+  local a, b, c = load(key, limit, period, emission)
+  local allowed, remaining, reset_after, retry_after
   if mode == 2 then
-    allowed, remaining, reset_after, retry_after = check(limit, period, emission, 1, state[1], state[2], state[3])
-    remaining, reset_after = standing(limit, period, emission, state[1], state[2], state[3])
+    allowed, remaining, reset_after, retry_after = check(limit, period, emission, 1, a, b, c)
+    remaining, reset_after = standing(limit, period, emission, a, b, c)
   else
-    allowed, remaining, reset_after, retry_after, a, b, c =
-      check(limit, period, emission, cost, state[1], state[2], state[3])
+    allowed, remaining, reset_after, retry_after, a, b, c = check(limit, period, emission, cost, a, b, c)
     if mode == 1 then
-      if state[4] == false then
-        state[4], state[5], state[6] = a, b, c
-      else
-        -- the key again: this commit takes from what the previous one left
-        local _
-        _, _, _, _, state[4], state[5], state[6] = check(limit, period, emission, cost, state[4], state[5], state[6])
-      end
+      states[i] = {limit, period, emission, a, b, c}
     end
   end
   if not allowed then
@@ -67,12 +55,8 @@ if not all_allowed then
   reply[2] = 0
 elseif mode == 1 then
   for i = 1, #KEYS do
-    local key = KEYS[i]
-    local state = states[key]
-    if state ~= nil then
-      save(key, state[7], state[8], state[9], state[4], state[5], state[6])
-      states[key] = nil
-    end
+    local state = states[i]
+    save(KEYS[i], state[1], state[2], state[3], state[4], state[5], state[6])
   end
 end
 return reply

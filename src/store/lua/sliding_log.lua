@@ -46,13 +46,9 @@ local function check(limit, period, emission, n, live, added, key)
     return true, limit - live - n, period, 0, live + n, added + n, key
   end
   local remaining, reset_after = standing(limit, period, emission, live, added, key)
-  -- The entry that must leave the period first. It is in the list whenever the limits are checked; only the
-  -- commit of a limit listed twice in one call can count past it, and then the verdict is not used.
+  -- The entry that must leave the period first: n <= limit, so it is one of the live entries in the list.
   local must_expire = live + n - limit
-  local retry_after = 0
-  if must_expire <= live - added then
-    retry_after = tonumber(redis.call("LINDEX", key, whole(must_expire - 1))) + period - now
-  end
+  local retry_after = tonumber(redis.call("LINDEX", key, whole(must_expire - 1))) + period - now
   return false, remaining, reset_after, retry_after, live + n, added + n, key
 end
 

@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 use redis::{RedisError, Script};
 
 use super::{tagged_key, Admit, BackendError, LimiterOptions, OnBackendError, ProbeGuard, RedisStore, NANOS_PER_MICRO};
-use crate::algorithm::{Algorithm, Concurrency};
+use crate::algorithm::Concurrency;
 use crate::decision::Decision;
 use crate::limiter::{CostExceedsLimit, LeaseLimiter};
 
@@ -152,7 +152,7 @@ impl RedisConcurrency {
                 .concat(),
             ),
             options,
-            algorithm: Concurrency::new(fallback.rate()),
+            algorithm: fallback.algorithm(),
             fallback,
             lease_us: (lease_ns / NANOS_PER_MICRO).max(1),
             id_prefix: format!("{:016x}", u64::from_le_bytes(random)),
@@ -183,7 +183,7 @@ impl RedisConcurrency {
         let base = format!(
             "{}:{}",
             tagged_key(&self.options.key_prefix, "concurrency", key),
-            self.algorithm.rate().limit()
+            self.algorithm.slots()
         );
         [format!("{base}:leases"), format!("{base}:costs")]
     }
@@ -209,7 +209,7 @@ impl RedisConcurrency {
             now_arg,
             units.to_string(),
             mode.to_string(),
-            self.algorithm.rate().limit().to_string(),
+            self.algorithm.slots().to_string(),
             self.lease_us.to_string(),
             id.to_owned(),
         ];
@@ -255,7 +255,7 @@ impl RedisConcurrency {
             Ok(reply) => {
                 let decision = Decision {
                     allowed: reply.allowed,
-                    ..self.algorithm.check(&reply.in_flight, reply.now_ns, cost)
+                    ..self.algorithm.check(reply.in_flight, cost)
                 };
                 Taken {
                     decision,
@@ -277,7 +277,7 @@ impl RedisConcurrency {
     pub async fn peek(&self, key: &str) -> Taken {
         match self.call(key, 1, PEEK, "").await {
             Ok(reply) => Taken {
-                decision: self.algorithm.inspect(&reply.in_flight, reply.now_ns),
+                decision: self.algorithm.inspect(reply.in_flight),
                 now_ns: reply.now_ns,
                 token: None,
             },
@@ -306,7 +306,7 @@ impl RedisConcurrency {
     }
 
     fn fall_back(&self, key: &str, cost: u64, acquire: bool) -> Taken {
-        let limit = self.algorithm.rate().limit();
+        let limit = self.algorithm.slots();
         let (decision, now_ns, token) = match self.options.on_backend_error {
             OnBackendError::Memory if acquire => {
                 let taken = self.fallback.acquire(key, cost).expect("cost checked");
@@ -320,16 +320,15 @@ impl RedisConcurrency {
                 Decision {
                     allowed: true,
                     remaining: limit - if acquire { cost } else { 0 },
-                    ..self.algorithm.check(&0, 0, cost)
+                    ..self.algorithm.check(0, cost)
                 },
                 self.fallback.now_ns(),
                 acquire.then_some(LeaseToken::Untracked),
             ),
             OnBackendError::Deny => (
                 Decision {
-                    retry_after_ns: u64::try_from(self.store.options.breaker_cooldown.as_nanos())
-                        .unwrap_or(u64::MAX)
-                        .max(1_000_000_000),
+                    retry_after_ns: self.store.deny_retry_after_ns(),
+                    reset_after_ns: self.store.deny_retry_after_ns(),
                     ..self.fallback.full(cost)
                 },
                 self.fallback.now_ns(),
@@ -383,7 +382,7 @@ mod tests {
         )
         .unwrap();
         let fallback = Arc::new(LeaseLimiter::new(
-            crate::rate::Rate::from_nanos(5, 1_000_000_000).unwrap(),
+            Concurrency::new(5, 1_000_000_000),
             Some(60_000_000_000),
             crate::clock::Clock::monotonic(),
             10,
