@@ -57,9 +57,10 @@ impl AlgorithmKind {
     /// - `sliding_window_log` keeps one timestamp per unit taken: a limit above `MAX_LOG_LIMIT` would let one
     ///   key (or one request's cost) take unbounded memory.
     /// - On Redis, the scripts count time in whole microseconds, so the emission-based algorithms round the
-    ///   time per unit (`period / limit`) down to a whole microsecond. Where that rounding lets one unit or
-    ///   more per period through beyond what the memory store (which counts nanoseconds) admits, the rate is
-    ///   refused rather than enforced differently.
+    ///   time per unit (`period / limit`) down to a whole microsecond and admit a little faster than the rate
+    ///   (\"1500/s\": 1501.5 a second). Up to 1% faster, or less than one unit per period, is let be; a rate
+    ///   the rounding would speed up more (\"600000/s\" into 1,000,000/s) is refused rather than enforced
+    ///   differently from the memory store, which counts nanoseconds.
     pub fn unusable(self, rate: Rate, on_redis: bool) -> Option<String> {
         if self == AlgorithmKind::SlidingWindowLog && rate.limit() > MAX_LOG_LIMIT {
             return Some(format!(
@@ -78,13 +79,14 @@ impl AlgorithmKind {
         }
         let emission_ns = rate.emission_ns();
         let redis_emission_ns = (rate.period_ns() / NANOS_PER_MICRO / rate.limit()) * NANOS_PER_MICRO;
-        let lost_ns = u128::from(emission_ns - redis_emission_ns.min(emission_ns)) * u128::from(rate.limit());
-        if redis_emission_ns > 0 && lost_ns < u128::from(emission_ns) {
+        let cut_ns = emission_ns - redis_emission_ns.min(emission_ns);
+        let lost_ns = u128::from(cut_ns) * u128::from(rate.limit());
+        if redis_emission_ns > 0 && (lost_ns < u128::from(emission_ns) || cut_ns * 100 <= emission_ns) {
             return None;
         }
         Some(format!(
             "on Redis, {name} counts time in whole microseconds: {rate:?} leaves {emission_ns} ns per unit, which \
-             would be cut to {redis_us} µs and let more through than the rate allows; use a limit that divides the \
+             would be cut to {redis_us} µs and let more than 1% through beyond the rate; use a limit that divides the \
              period into whole microseconds (such as \"1000/s\" or \"1000000/s\"), or memory storage",
             name = self.name(),
             rate = rate.to_string(),
@@ -584,18 +586,16 @@ mod tests {
                 "7/13s",
                 "10/min",
                 "1000000/day",
+                "1500/s",         // 666 µs a unit: 0.1% faster, let be
+                "1000000000/day", // 86 µs a unit: 0.47% faster
             ] {
                 assert_eq!(usable(kind, fine, true), Ok(()), "{fine}");
             }
             for (coarse, says) in [
                 ("2000000/s", "leaves 500 ns per unit, which would be cut to 0 µs"),
                 ("600000/s", "leaves 1666 ns per unit, which would be cut to 1 µs"),
-                ("1500/s", "leaves 666666 ns per unit, which would be cut to 666 µs"),
                 ("1000000000/hour", "leaves 3600 ns per unit, which would be cut to 3 µs"),
-                (
-                    "1000000000/day",
-                    "leaves 86400 ns per unit, which would be cut to 86 µs",
-                ),
+                ("700000/s", "leaves 1428 ns per unit, which would be cut to 1 µs"),
             ] {
                 assert_eq!(usable(kind, coarse, false), Ok(()), "memory counts nanoseconds");
                 let error = usable(kind, coarse, true).unwrap_err();

@@ -806,3 +806,29 @@ def test_a_field_the_handler_sets_itself_is_not_repeated(clock: FakeClock) -> No
     response = TestClient(app).get("/relay")
     assert response.headers.get_list("x-ratelimit-limit") == ["999"]
     assert response.headers.get_list("x-ratelimit-remaining") == ["4"]
+
+
+def test_a_rate_the_algorithm_cannot_hold_fails_at_configuration_naming_the_route(clock: FakeClock) -> None:
+    """The default algorithm keeps a timestamp per unit, up to 100,000 per period: a larger limit is refused
+    when the app starts (or at init_app, for the routes declared by then), never as a 500 on a request."""
+    limiter = FastLimit(clock=clock)
+    app = make_app(limiter)
+
+    @app.get("/bulk", dependencies=[rate_limit("200000/day")])
+    async def bulk() -> dict[str, bool]:
+        return {"ok": True}
+
+    with pytest.raises(ValueError, match=r"^the rate limit of /bulk: the sliding_window_log algorithm keeps one"):
+        with TestClient(app):
+            pass
+    with pytest.raises(ValueError, match="the rate limit of /bulk"):
+        FastLimit(clock=clock).init_app(app)
+    fine = FastAPI()
+
+    @fine.get("/bulk", dependencies=[rate_limit("200000/day")])
+    async def also_bulk() -> dict[str, bool]:
+        return {"ok": True}
+
+    FastLimit(algorithm="gcra", clock=clock).init_app(fine)
+    with TestClient(fine) as client:
+        assert client.get("/bulk").headers["x-ratelimit-remaining"] == "199999"

@@ -216,7 +216,9 @@ def test_a_unit_per_microsecond_holds_everywhere_and_finer_rates_only_in_memory(
     clock.advance(0.5)
     half = limiter.peek("g")
     assert (half.remaining, half.reset_after) == (500_000, 0.5)
-    for rate in ["2000000/s", "600000/s", "1500/s", "1000000000/hour"]:
+    # Whole microseconds per unit on Redis: "1500/s" is kept to 666 µs a unit (0.1% faster), let be.
+    assert make_limiter("1500/s", algorithm, clock=clock).hit("g", 1500).remaining == 0
+    for rate in ["2000000/s", "600000/s", "1000000000/hour"]:
         if backend == "memory":
             fine = make_limiter(rate, algorithm, clock=clock)  # memory counts nanoseconds
             assert fine.hit("g", Quota(rate).limit).remaining == 0 and not fine.hit("g").allowed

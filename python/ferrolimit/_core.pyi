@@ -340,6 +340,9 @@ class Limiter:
     def peek(self, key: str, rate: str | Quota | None = None) -> Decision:
         """The standing of ``key`` under ``rate`` (``None``: this limiter's rates; give the one ``hit_many`` was
         given for the key): units left now, time to full reset, and whether one more unit would pass."""
+    def check_rate(self, rate: str | Quota) -> None:
+        """Raises ``ValueError`` if this limiter's algorithm and store cannot enforce ``rate`` as written, as
+        ``hit_many`` would when given it; touches no key and no store."""
     def reset(self, key: str, rate: str | Quota | None = None) -> None:
         """Forgets ``key`` under ``rate`` (``None``: this limiter's rates; give the one ``hit_many`` was given
         for the key): its next request under that rate is treated as its first."""

@@ -15,10 +15,11 @@ Differences from fastlimit, on purpose (each is a fastlimit bug or gap):
 - Limited routes document their 429 in the OpenAPI schema; ``stats()`` counts outcomes per limit name.
 """
 
+import contextlib
 import functools
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -168,6 +169,7 @@ class FastLimit(_Engine):
         of a limited route, and the 429 in the OpenAPI schema of limited routes. Call it before the app starts.
         Called again on the same app (a test fixture making a fresh limiter, say), the new limiter replaces the
         old one, even after the app started."""
+        _check_rates(app, self)
         app.state.fastlimit = self
         holder: list[FastLimit] | None = getattr(app.state, _HOLDER, None)
         if holder is not None:  # an earlier init_app installed the layer and the handler: both serve this one now
@@ -189,6 +191,7 @@ class FastLimit(_Engine):
                 setattr(app.state, _HOLDER, holder)
             app.add_exception_handler(RateLimitExceeded, _handle_exceeded)  # type: ignore[arg-type]
             _document_429(app)
+            _check_rates_on_startup(app)
         if self.dry_run:
             logger.warning("ferrolimit is running in DRY RUN mode: limits are logged and counted, not enforced.")
 
@@ -610,6 +613,43 @@ def _api_routes(routes: Iterable[Any]) -> Iterator[Any]:
             contexts = getattr(route, "effective_route_contexts", None)  # included routers (FastAPI >= 0.160)
             if callable(contexts):
                 yield from (context for context in contexts() if isinstance(context.original_route, APIRoute))
+
+
+def _check_rates(app: FastAPI, limiter: FastLimit) -> None:
+    """Refuses a limit of the app's routes that ``limiter`` cannot enforce as written (a log limit above
+    100,000 per period, say), naming the route: at configuration, rather than as a 500 on the route's first
+    request."""
+    native = limiter.limiter
+    if not isinstance(native, Limiter):
+        return
+    for route in _api_routes(app.routes):
+        dependant = getattr(route, "dependant", None)
+        if not isinstance(dependant, Dependant):
+            continue
+        found: list[RateLimit] = []
+        _collect(dependant, found)
+        for dependency in found:
+            for quota in (dependency.rule.ip_limit, dependency.rule.user_limit):
+                if not isinstance(quota, Quota):
+                    continue
+                try:
+                    native.check_rate(quota)
+                except ValueError as error:
+                    where = getattr(route, "path_format", None) or getattr(route, "path", "?")
+                    raise ValueError(f"the rate limit of {where}: {error}") from None
+
+
+def _check_rates_on_startup(app: FastAPI) -> None:
+    """Runs `_check_rates` as the app starts, when every route is declared (most are after ``init_app``)."""
+    starting = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(started: Any) -> AsyncIterator[Any]:
+        _check_rates(app, app.state.fastlimit)
+        async with starting(started) as state:
+            yield state
+
+    app.router.lifespan_context = lifespan
 
 
 def _document_429(app: FastAPI) -> None:

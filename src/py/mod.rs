@@ -474,6 +474,12 @@ impl Limiter {
         Ok(Decision::from_core(decision, now_ns))
     }
 
+    /// Raises ValueError if this limiter's algorithm and store cannot enforce `rate` (a str or a Quota) as
+    /// written, as `hit_many` would when given it; touches no key and no store.
+    fn check_rate(&self, rate: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.rates_of(Some(rate), true).map(drop)
+    }
+
     /// Forgets `key` under `rate` (None: this limiter's own rates): its next request is treated as its first.
     #[pyo3(signature = (key, rate = None))]
     fn reset(&self, py: Python<'_>, key: &str, rate: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
