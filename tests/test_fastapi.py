@@ -436,6 +436,13 @@ def test_limit_decorator_without_request_sync_and_stacked(clock: FakeClock) -> N
     limiter = app.state.fastlimit
     assert limiter.stats()["GET /unnamed"]["allowed"] == 3, "two limits of one name count a request once"
 
+    @app.get("/trial", dependencies=[rate_limit("100/min", dry_run=True), rate_limit("50/min")])
+    async def trial() -> dict[str, bool]:
+        return {"ok": True}
+
+    assert client.get("/trial").status_code == 200
+    assert limiter.stats()["GET /trial"]["allowed"] == 1, "a dry-run limit of the same name too"
+
 
 def test_rule_objects_and_async_key(clock: FakeClock) -> None:
     async def api_key(request: Request) -> str | None:

@@ -167,6 +167,14 @@ def test_an_ipv4_mapped_peer_is_the_ipv4_address_it_carries() -> None:
     for ip_set in (single, single.native()):
         assert "::ffff:10.0.0.1" in ip_set and "::FFFF:10.0.0.1" in ip_set and "2001:0db8:0:0::5" in ip_set
         assert "::ffff:10.0.0.2" not in ip_set and "10.0.0.2" not in ip_set
+    # Written as the server logs such peers: the same addresses.
+    for written in (IPSet(["::ffff:10.0.0.1"]), IPSet(["::ffff:10.0.0.0/120"])):
+        for ip_set in (written, written.native()):
+            assert "::ffff:10.0.0.1" in ip_set and "10.0.0.1" in ip_set, written
+            assert "10.0.1.1" not in ip_set and "2001:db8::1" not in ip_set, written
+    assert ClientIdentifier(["::ffff:10.0.0.1"]).client_ip("10.0.0.1", {"x-forwarded-for": "198.51.100.7"}) == (
+        "198.51.100.7"
+    )
 
 
 def test_route_name_is_the_template() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import pytest
 from starlette.applications import Starlette
@@ -438,6 +439,8 @@ def test_the_most_specific_pattern_applies_whatever_the_order(clock: FakeClock) 
 def test_a_shared_limiter_takes_no_options_of_its_own(clock: FakeClock) -> None:
     shared = FastLimit(clock=clock)
     RateLimitMiddleware(Starlette(), limit="5/min", limiter=shared, max_keys=1_000_000)  # the default: harmless
+    with pytest.raises(TypeError, match="set algorithm on the FastLimit instead"):
+        RateLimitMiddleware(Starlette(), limiter=shared, algorithm="gcra")  # a str: given, though equal to the default
     with pytest.raises(TypeError, match="set exempt_ips, trusted_proxies, dry_run on the FastLimit instead"):
         RateLimitMiddleware(Starlette(), limiter=shared, exempt_ips=["10.0.0.1"], dry_run=True, trusted_proxies=1)
 
@@ -453,3 +456,33 @@ def test_a_field_the_response_sets_itself_is_not_repeated(clock: FakeClock) -> N
     assert response.headers.get_list("x-ratelimit-remaining") == ["4999"]
     assert response.headers.get_list("x-ratelimit-reset") == [str(T0 + 1)], "the fields it left out are added"
     assert response.headers["ratelimit"] == '"default";r=99;t=1'
+
+
+def test_a_response_naming_its_headers_in_str_still_gets_the_fields(clock: FakeClock) -> None:
+    """Not ASGI, but uvicorn's h11 protocol takes str names: the layer must not fail on them."""
+    from ferrolimit._core import HeaderRenderer, Pending, send_with_headers
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    pending = Pending()
+    HeaderRenderer().offer(pending, Limiter("5/min", clock=clock).hit("k"), "default")
+    headers = [("content-type", "text/plain"), ("X-RateLimit-Limit", "7")]
+    start = {"type": "http.response.start", "status": 200, "headers": headers}
+
+    async def respond() -> None:
+        await send_with_headers(send, pending)(start)
+
+    asyncio.run(respond())
+    names = [name.lower() if isinstance(name, str) else name.decode() for name, _ in sent[0]["headers"]]
+    assert names == ["content-type", "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"]
+
+
+def test_a_template_followed_by_a_wildcard_is_a_rule_too(clock: FakeClock) -> None:
+    client, _ = app_with(rules={"/users/{user_id}/*": "1/min"}, clock=clock)
+    client.app.app.routes.append(Route("/users/{user_id}/{rest:path}", hello))  # type: ignore[attr-defined]
+    assert [client.get("/users/5/posts").status_code for _ in range(2)] == [200, 429]
+    assert client.get("/users/6/posts/1").status_code == 429, "one rule: one quota per client"
+    assert "x-ratelimit-limit" not in client.get("/users/5").headers

@@ -288,10 +288,10 @@ class Limiter:
     every slot and then committed slot by slot: a request is never admitted past a limit, but a race between
     the check and the commit can charge one slot for a request another refused; a ``key_prefix`` with its own
     hash tag (``"{rl}:"``) puts every key in one slot and keeps such calls atomic. The scripts count time in
-    whole microseconds, so ``gcra``, ``token_bucket`` and ``leaky_bucket`` refuse (``ValueError``) a rate whose time
-    per unit (period / limit), rounded down to a microsecond, would let one unit or more per period through
-    beyond the rate, such as ``"2000000/s"`` or ``"1500/s"``; ``"1000/s"`` and ``"1000000/s"`` divide a second
-    exactly.
+    whole microseconds, so ``gcra``, ``token_bucket`` and ``leaky_bucket`` round the time per unit (period / limit)
+    down to a microsecond and admit up to 1% faster than the rate (``"1500/s"``: 0.1%); a rate that rounding would
+    speed up by more than 1% and a unit or more per period, such as ``"2000000/s"``, raises ``ValueError``.
+    ``"1000/s"`` and ``"1000000/s"`` divide a second exactly.
 
     Connecting waits at most ``connect_timeout_ms``, a command at most ``timeout_ms``. When Redis fails or
     times out, ``on_backend_error`` decides: ``"allow"`` (default), ``"deny"`` (``retry_after`` of at least 1 s,

@@ -430,12 +430,13 @@ class RateLimit:
             else:
                 enforced.setdefault(limit_rule.cost, []).append((name, key, quota))
         shown: Pending = pending if pending is not None else Pending()
+        counted: set[str] = set()  # limits sharing a name (stacked unnamed ones) count a request once
         for cost, name, key, quota in trials:
             decision = await _decide(engine.limiter, [(key, quota)], cost)
-            engine.settle(decision, engine.counts(name), True, name, key)
+            engine.settle(decision, engine.counts(name) if name not in counted else Counts(), True, name, key)
+            counted.add(name)
             if decision.allowed:
                 engine.renderer.offer(shown, decision, name)
-        counted: set[str] = set()  # limits sharing a name (stacked unnamed ones) count a request once
         for cost, limits in enforced.items():
             decision = await _decide(engine.limiter, [(key, quota) for _, key, quota in limits], cost)
             if decision.allowed:

@@ -62,12 +62,18 @@ _parse_address = lru_cache(maxsize=8192)(_parse_address_uncached)
 
 
 def _network(item: str) -> _Network:
+    """The network (or single address) ``item`` names; one written IPv4-mapped (``::ffff:10.0.0.1``, as a
+    dual-stack server logs its IPv4 peers) as the IPv4 network it stands for, since addresses are matched so."""
     try:
-        return ipaddress.ip_network(item.strip(), strict=False)
+        network = ipaddress.ip_network(item.strip(), strict=False)
     except ValueError:
         raise ValueError(
             f"{item!r} is not an IP address or network; expected e.g. '10.0.0.1', '10.0.0.0/8' or '2001:db8::/32'"
         ) from None
+    mapped = network.network_address.ipv4_mapped if isinstance(network, ipaddress.IPv6Network) else None
+    if mapped is not None and network.prefixlen >= 96:
+        return ipaddress.IPv4Network((mapped, network.prefixlen - 96))
+    return network
 
 
 class IPSet:

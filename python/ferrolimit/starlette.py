@@ -415,19 +415,21 @@ class _Engine:
 
 
 def _compile_path(pattern: str) -> Callable[[str], bool]:
-    """``/login`` exactly, ``/api/*`` as a prefix, ``/users/{id}`` (``{rest:path}`` spans segments) as a template."""
+    """``/login`` exactly, ``/api/*`` as a prefix, ``/users/{id}`` (``{rest:path}`` spans segments) as a template,
+    ``/users/{id}/*`` as a template followed by anything."""
     if not pattern.startswith("/"):
         raise ValueError(f"path rule {pattern!r} must start with '/', e.g. '/login', '/api/*' or '/users/{{id}}'")
-    if pattern.endswith("*"):
-        prefix = pattern[:-1]
-        return lambda path: path.startswith(prefix)
+    prefix = pattern.endswith("*")
+    if prefix and "{" not in pattern:
+        start = pattern[:-1]
+        return lambda path: path.startswith(start)
     if "{" in pattern:
         regex = ""
-        for literal, name, converter in re.findall(r"([^{]*)(?:\{(\w+)(?::(\w+))?\})?", pattern):
+        for literal, name, converter in re.findall(r"([^{]*)(?:\{(\w+)(?::(\w+))?\})?", pattern.rstrip("*")):
             regex += re.escape(literal)
             if name:
                 regex += ".+" if converter == "path" else "[^/]+"
-        compiled = re.compile(regex + "$")
+        compiled = re.compile(regex + (".*" if prefix else "$"))  # "/users/{id}/*": a template, then anything
         return lambda path: compiled.match(path) is not None
     return lambda path: path == pattern
 
@@ -447,6 +449,8 @@ def _route_path(scope: Scope) -> str:
 
 
 def _is_default(value: object, default: object) -> bool:
+    """Whether an option was left at its default: the default itself, or an equal value of its very type (so
+    ``algorithm="gcra"``, a str where the default is ``Algorithm.GCRA``, counts as given)."""
     return value is default or (type(value) is type(default) and value == default)
 
 
@@ -526,11 +530,7 @@ class RateLimitMiddleware:
             if not isinstance(limiter, _Engine):
                 raise TypeError(f"limiter must be a FastLimit, not {type(limiter).__name__}")
             defaults = inspect.signature(RateLimitMiddleware.__init__).parameters
-            given = [
-                name
-                for name, value in options.items()
-                if value is not defaults[name].default and value != defaults[name].default
-            ]
+            given = [name for name, value in options.items() if not _is_default(value, defaults[name].default)]
             if given:
                 raise TypeError(
                     f"RateLimitMiddleware(limiter=...) takes its configuration from the limiter; "

@@ -43,6 +43,11 @@ fn not_in<'py>(fields: &Bound<'py, PyAny>, headers: &Bound<'py, PyAny>) -> PyRes
     let present = PySet::empty(py)?;
     for pair in headers.try_iter()? {
         let name = pair?.get_item(0)?;
+        // A str name (not ASGI, but h11 takes it) as the bytes it stands for.
+        let name = match name.cast::<PyString>() {
+            Ok(text) => text.call_method1(intern!(py, "encode"), (intern!(py, "latin-1"),))?,
+            Err(_) => name,
+        };
         present.add(
             py.get_type::<PyBytes>()
                 .call1((name,))?
