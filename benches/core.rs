@@ -19,7 +19,7 @@ fn best_ns(limiter: &AnyLimiter, keys: &[String]) -> f64 {
         let start = Instant::now();
         for index in 0..CALLS {
             let key = keys[index % keys.len()].as_str();
-            black_box(limiter.hit(&[(key, rates.as_slice())], 1).unwrap());
+            black_box(limiter.hit(&[(key, rates.as_slice(), 1)]).unwrap());
         }
         best = best.min(start.elapsed().as_nanos() as f64 / CALLS as f64);
     }

@@ -171,6 +171,19 @@ impl fmt::Display for CostExceedsLimit {
 
 impl std::error::Error for CostExceedsLimit {}
 
+/// One limit of a decision: a key, its rates, and the units a request takes from each of those rates.
+pub type CostedLimit<'a> = (&'a str, &'a [Rate], u64);
+
+/// Refuses a decision in which some limit's cost exceeds one of its rates: no state could ever admit it.
+pub fn check_costs(limits: &[CostedLimit<'_>]) -> Result<(), CostExceedsLimit> {
+    for &(_, rates, cost) in limits {
+        if let Some(&rate) = rates.iter().find(|rate| rate.limit() < cost) {
+            return Err(CostExceedsLimit::of_rate(cost, rate));
+        }
+    }
+    Ok(())
+}
+
 /// Counts of what a limiter decided.
 #[derive(Default)]
 pub struct Counters {
@@ -193,17 +206,20 @@ impl<A: Algorithm> Limiter<A> {
         }
     }
 
-    /// One check per distinct (key, rate): the same counter named twice is charged once. Held inline for up
-    /// to four: a decision allocates nothing on the heap.
-    fn checks(&self, limits: &[(&str, &[Rate])]) -> SmallVec<[Check<A>; 4]> {
+    /// One check per distinct (key, rate): the same counter named twice is charged once, at the largest cost
+    /// named for it. Held inline for up to four: a decision allocates nothing on the heap.
+    fn checks<'l>(&self, limits: impl IntoIterator<Item = CostedLimit<'l>>) -> SmallVec<[Check<A>; 4]> {
         let mut checks: SmallVec<[Check<A>; 4]> = SmallVec::new();
-        for (key, rates) in limits {
-            for &rate in *rates {
+        for (key, rates, cost) in limits {
+            for &rate in rates {
                 let key = self.store.key_hash(key, rate);
-                if !checks.iter().any(|check| check.key == key) {
+                if let Some(check) = checks.iter_mut().find(|check| check.key == key) {
+                    check.cost = check.cost.max(cost);
+                } else {
                     checks.push(Check {
                         key,
                         algorithm: A::new(rate),
+                        cost,
                     });
                 }
             }
@@ -211,26 +227,22 @@ impl<A: Algorithm> Limiter<A> {
         checks
     }
 
-    /// Checks all limits and commits the request only if every one passes. Returns the decision and the
-    /// clock reading it was made at.
-    pub fn hit(&self, limits: &[(&str, &[Rate])], cost: u64) -> Result<(Decision, u64), CostExceedsLimit> {
-        self.decide(limits, cost, true)
+    /// Checks all limits, each at its own cost, and commits the request only if every one passes. Returns
+    /// the decision and the clock reading it was made at.
+    pub fn hit(&self, limits: &[CostedLimit<'_>]) -> Result<(Decision, u64), CostExceedsLimit> {
+        self.decide(limits, true)
     }
 
-    /// What a request of `cost` would get now, changing nothing.
-    pub fn test(&self, limits: &[(&str, &[Rate])], cost: u64) -> Result<(Decision, u64), CostExceedsLimit> {
-        self.decide(limits, cost, false)
+    /// What a request of these costs would get now, changing nothing.
+    pub fn test(&self, limits: &[CostedLimit<'_>]) -> Result<(Decision, u64), CostExceedsLimit> {
+        self.decide(limits, false)
     }
 
-    fn decide(&self, limits: &[(&str, &[Rate])], cost: u64, commit: bool) -> Result<(Decision, u64), CostExceedsLimit> {
-        for (_, rates) in limits {
-            if let Some(&rate) = rates.iter().find(|rate| rate.limit() < cost) {
-                return Err(CostExceedsLimit::of_rate(cost, rate));
-            }
-        }
-        let checks = self.checks(limits);
+    fn decide(&self, limits: &[CostedLimit<'_>], commit: bool) -> Result<(Decision, u64), CostExceedsLimit> {
+        check_costs(limits)?;
+        let checks = self.checks(limits.iter().copied());
         let now = self.clock.now_ns();
-        let decision = self.store.decide(&checks, now, cost, commit);
+        let decision = self.store.decide(&checks, now, commit);
         if commit {
             let counter = if decision.allowed {
                 &self.counters.allowed
@@ -246,7 +258,7 @@ impl<A: Algorithm> Limiter<A> {
     /// request of cost 1 could pass.
     pub fn peek(&self, limits: &[(&str, &[Rate])]) -> (Decision, u64) {
         let now = self.clock.now_ns();
-        let checks = self.checks(limits);
+        let checks = self.checks(limits.iter().map(|&(key, rates)| (key, rates, 1)));
         let decision =
             Decision::tightest(checks.iter().map(|check| self.store.inspect(check, now))).expect("peek needs a limit");
         (decision, now)
@@ -336,12 +348,12 @@ impl AnyLimiter {
         }
     }
 
-    pub fn hit(&self, limits: &[(&str, &[Rate])], cost: u64) -> Result<(Decision, u64), CostExceedsLimit> {
-        dispatch!(self, limiter => limiter.hit(limits, cost))
+    pub fn hit(&self, limits: &[CostedLimit<'_>]) -> Result<(Decision, u64), CostExceedsLimit> {
+        dispatch!(self, limiter => limiter.hit(limits))
     }
 
-    pub fn test(&self, limits: &[(&str, &[Rate])], cost: u64) -> Result<(Decision, u64), CostExceedsLimit> {
-        dispatch!(self, limiter => limiter.test(limits, cost))
+    pub fn test(&self, limits: &[CostedLimit<'_>]) -> Result<(Decision, u64), CostExceedsLimit> {
+        dispatch!(self, limiter => limiter.test(limits))
     }
 
     pub fn peek(&self, limits: &[(&str, &[Rate])]) -> (Decision, u64) {

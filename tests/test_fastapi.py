@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -118,6 +119,45 @@ def test_cost(clock: FakeClock) -> None:
     remaining = [client.post("/export").headers["x-ratelimit-remaining"] for _ in range(10)]
     assert remaining == ["90", "80", "70", "60", "50", "40", "30", "20", "10", "0"]
     assert client.post("/export").status_code == 429
+
+
+def global_and_export_app(limiter: FastLimit) -> TestClient:
+    """An app-wide limit at cost 1 and an export route whose own limit costs 60."""
+    app = make_app(limiter, dependencies=[rate_limit("10/min", name="global")])
+
+    @app.post("/export", dependencies=[rate_limit("100/min", cost=60, name="export")])
+    async def export() -> dict[str, bool]:
+        return {"ok": True}
+
+    @app.get("/ping")
+    async def ping() -> dict[str, bool]:
+        return {"ok": True}
+
+    return TestClient(app)
+
+
+def test_limits_of_different_costs_are_charged_together(clock: FakeClock, storage: str) -> None:
+    limiter = FastLimit(storage=storage, key_prefix=f"t-{uuid.uuid4().hex[:12]}", clock=clock)
+    client = global_and_export_app(limiter)
+    responses = [client.post("/export") for _ in range(5)]
+    assert [r.status_code for r in responses] == [200, 429, 429, 429, 429]
+    # fastlimit's default algorithm, a fixed window: everything comes back at the next minute.
+    assert limits(responses[0]) == (200, "10", "9", str(T0 + 60), None), "global binds: 9 of 10 left, export 40"
+    assert limits(responses[1]) == (429, "100", "40", str(T0 + 60), "60")
+    assert responses[1].json()["detail"] == "Rate limit exceeded: 100 per 1 minute"
+    # The refused exports took nothing from the global limit: 10 - 1 export - 1 ping.
+    assert limits(client.get("/ping"))[:3] == (200, "10", "8")
+    assert limiter.stats() == {
+        "global": {"allowed": 2, "limited": 0, "dry_run_limited": 0},
+        "export": {"allowed": 1, "limited": 4, "dry_run_limited": 0},
+    }
+
+
+def test_a_custom_backend_is_asked_for_each_limits_own_cost(clock: FakeClock) -> None:
+    backend = CountingBackend(clock)
+    client = global_and_export_app(FastLimit(backend=backend, clock=clock))
+    assert client.post("/export").status_code == 200
+    assert sorted(backend.calls) == [("export:ip:testclient", 100, 60, 60), ("global:ip:testclient", 10, 60, 1)]
 
 
 @pytest.mark.parametrize("algorithm", TIME_ALGORITHMS)

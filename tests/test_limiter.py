@@ -82,6 +82,86 @@ def test_a_denial_by_one_key_takes_nothing_from_the_others(
         limiter.hit_many([])
 
 
+@pytest.mark.parametrize("algorithm", TIME_ALGORITHMS)
+def test_a_denial_by_one_limit_takes_nothing_from_a_limit_of_another_cost(
+    algorithm: str, clock: FakeClock, make_limiter: MakeLimiter
+) -> None:
+    """An app-wide limit at cost 1 and an export limit at cost 60, in one call: all or nothing."""
+    limiter = make_limiter("1000/min", algorithm, clock=clock)
+    request = [("global", "10/min", 1), ("export", "100/min", 60)]
+    first = limiter.hit_many(request)
+    assert (first.allowed, first.limit, first.remaining) == (True, 10, 9)
+    for _ in range(4):
+        refused = limiter.hit_many(request)
+        assert (refused.allowed, refused.limit, refused.remaining) == (False, 100, 40)
+    assert limiter.peek("global", "10/min").remaining == 9, "the refusals took nothing from the global limit"
+    assert limiter.peek("export", "100/min").remaining == 40
+    # A (key, rate) item takes the call's cost; a (key, rate, cost) item its own.
+    mixed = limiter.hit_many([("global", "10/min"), ("export", "100/min", 30), ("own", None)], cost=2)
+    assert (mixed.allowed, mixed.limit, mixed.remaining) == (True, 10, 7), "global has 7 left, export 10"
+    assert limiter.peek("global", "10/min").remaining == 7
+    assert limiter.peek("own").remaining == 998
+
+    async def in_a_loop() -> tuple[bool, int]:
+        decision = await limiter.hit_many_async([("global", "10/min", 7), ("export", "100/min", 11)])
+        return decision.allowed, decision.remaining
+
+    assert asyncio.run(in_a_loop()) == (False, 10), "export has 10 left, not 11"
+    assert limiter.peek("global", "10/min").remaining == 7
+
+
+def test_each_limit_is_held_to_its_own_cost(clock: FakeClock, make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter("1000/min", clock=clock)
+    # 60 is more than 5/min could ever take, but the 5/min limit is charged 1.
+    assert limiter.hit_many([("small", "5/min", 1), ("big", "100/min", 60)]).allowed
+    with pytest.raises(
+        CostExceedsLimitError,
+        match=r"^a cost of 6 can never pass a limit of 5 per 1 minute: the most one request can take is 5$",
+    ):
+        limiter.hit_many([("big", "100/min", 1), ("small", "5/min", 6)])
+    with pytest.raises(CostExceedsLimitError, match=r"^a cost of 61 can never pass a limit of 10 per 1 minute"):
+        asyncio.run(_awaited(limiter.hit_many_async([("big", "100/min", 1), ("k", "10/min;100/hour", 61)])))
+    assert limiter.peek("small", "5/min").remaining == 4 and limiter.peek("big", "100/min").remaining == 40
+    # The same counter named twice is charged once, at the larger cost named for it.
+    assert limiter.hit_many([("k", None, 2), ("k", "1000/min", 5), ("k", None)]).remaining == 995
+
+
+def test_a_cached_denial_is_kept_for_its_own_costs_only(clock: FakeClock, make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter("1000/min", clock=clock, deny_cache_size=100)
+    assert limiter.hit_many([("global", "10/min", 1), ("export", "100/min", 60)]).allowed
+    assert not limiter.hit_many([("global", "10/min", 1), ("export", "100/min", 60)]).allowed
+    assert limiter.hit_many([("global", "10/min", 1), ("export", "100/min", 40)]).allowed, "40 fit"
+    assert limiter.peek("export", "100/min").remaining == 0
+
+
+@pytest.mark.parametrize(
+    ("item", "error", "message"),
+    [
+        (("k", None, "2"), TypeError, r"^the cost in \('k', None, '2'\) must be an int such as 1, not str$"),
+        (("k", None, 1.5), TypeError, "must be an int such as 1, not float"),
+        (("k", None, None), TypeError, "must be an int such as 1, not NoneType"),
+        (("k", None, 0), ValueError, r"^the cost in \('k', None, 0\): cost must be a positive whole number, got 0$"),
+        (("k", None, -3), ValueError, "cost must be a positive whole number, got -3"),
+        (("k", None, 11), CostExceedsLimitError, "^a cost of 11 can never pass a limit of 10 per 1 minute"),
+        (("k", None, 2**64), CostExceedsLimitError, f"^a cost of {2**64} can never pass a limit of 10 per 1 minute"),
+        (("k",), TypeError, r"^a limit of hit_many is \(key, rate\) or \(key, rate, cost\), not a tuple of 1"),
+        (("k", None, 1, 1), TypeError, "not a tuple of 4"),
+        (["k", None], TypeError, "^hit_many takes \\(key, rate\\) or \\(key, rate, cost\\) tuples, not list$"),
+    ],
+)
+def test_a_bad_limit_item_is_refused_clearly(item: Any, error: type[Exception], message: str) -> None:
+    limiter = Limiter("10/min")
+    with pytest.raises(error, match=message):
+        limiter.hit_many([("other", None), item])
+    with pytest.raises(error, match=message):
+        asyncio.run(_awaited(limiter.hit_many_async([item])))
+    assert limiter.peek("other").remaining == 10, "nothing was charged"
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
 def test_a_limit_named_twice_in_one_request_is_charged_once(clock: FakeClock, make_limiter: MakeLimiter) -> None:
     limiter = make_limiter("10/min", clock=clock)
     assert limiter.hit_many([("k", None), ("k", "10/min"), ("k", None)], cost=2).remaining == 8

@@ -391,8 +391,12 @@ def test_a_limiter_subclass_is_asked_through_its_own_methods() -> None:
             seen.append(key)
             return super().hit(key, cost)
 
-        def hit_many(self, limits: Sequence[tuple[str, str | Quota | None]], cost: int = 1) -> Decision:
-            seen.extend(key for key, _ in limits)
+        def hit_many(
+            self,
+            limits: Sequence[tuple[str, str | Quota | None] | tuple[str, str | Quota | None, int]],
+            cost: int = 1,
+        ) -> Decision:
+            seen.extend(limit[0] for limit in limits)
             return super().hit_many(limits, cost)
 
     clock = FakeClock(T0)

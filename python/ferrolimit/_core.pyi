@@ -102,6 +102,8 @@ _SCOPE_PENDING: Final[str]
 _SCOPE_ENGINE: Final[str]
 
 _Send: TypeAlias = Callable[[Any], Awaitable[None]]
+# A limit of hit_many: (key, rate), or (key, rate, cost) to charge it its own cost.
+_HitManyItem: TypeAlias = tuple[str, str | Quota | None] | tuple[str, str | Quota | None, int]
 
 @final
 class Pending:
@@ -346,10 +348,13 @@ class Limiter:
     def reset(self, key: str, rate: str | Quota | None = None) -> None:
         """Forgets ``key`` under ``rate`` (``None``: this limiter's rates; give the one ``hit_many`` was given
         for the key): its next request under that rate is treated as its first."""
-    def hit_many(self, limits: Sequence[tuple[str, str | Quota | None]], cost: int = 1) -> Decision:
-        """Checks several ``(key, rate)`` limits as one request (``None`` = this limiter's rates): all are
-        charged only if all pass, and a ``(key, rate)`` named twice is one counter, charged once. Returns the
-        decision of the tightest limit."""
+    def hit_many(self, limits: Sequence[_HitManyItem], cost: int = 1) -> Decision:
+        """Checks several ``(key, rate)`` or ``(key, rate, cost)`` limits as one request (``None`` = this
+        limiter's rates): each takes its own cost (``cost`` where the item names none), all are charged only
+        if all pass, and a ``(key, rate)`` named twice is one counter, charged once at the larger cost.
+        Returns the decision of the tightest limit. A cost above its own limit's rate raises
+        ``CostExceedsLimitError``; an item's cost that is not an int raises ``TypeError``, one below 1
+        ``ValueError``."""
     def sweep(self) -> int:
         """Drops keys whose state is that of a fresh key; returns how many."""
     def now(self) -> float:
@@ -367,9 +372,7 @@ class Limiter:
         """``test`` as an awaitable."""
     def peek_async(self, key: str, rate: str | Quota | None = None) -> Coroutine[Any, Any, Decision]:
         """``peek`` as an awaitable."""
-    def hit_many_async(
-        self, limits: Sequence[tuple[str, str | Quota | None]], cost: int = 1
-    ) -> Coroutine[Any, Any, Decision]:
+    def hit_many_async(self, limits: Sequence[_HitManyItem], cost: int = 1) -> Coroutine[Any, Any, Decision]:
         """``hit_many`` as an awaitable."""
     def reset_async(self, key: str, rate: str | Quota | None = None) -> Coroutine[Any, Any, None]:
         """``reset`` as an awaitable."""

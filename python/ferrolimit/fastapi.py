@@ -417,9 +417,9 @@ class RateLimit:
         if engine.user_id_func is not None and any(dep.rule.user_limit is not None for dep in group):
             # On a WebSocket route the request is a WebSocket: the same headers, client, state and scope.
             user_id = await _maybe_await(engine.user_id_func(cast(Request, request)))
-        # Limits that can refuse are charged together, all or nothing, one call per cost; a dry-run limit
-        # is charged on its own, so its would-be refusals do not stop the others.
-        enforced: dict[int, list[tuple[str, str, Quota]]] = {}
+        # Limits that can refuse are charged together, all or nothing, in one call, each at its own cost; a
+        # dry-run limit is charged on its own, so its would-be refusals do not stop the others.
+        enforced: list[tuple[str, str, Quota, int]] = []
         trials: list[tuple[int, str, str, Quota]] = []
         for dep in group:
             limit_rule = dep.rule
@@ -428,7 +428,7 @@ class RateLimit:
             if engine.dry_run if limit_rule.dry_run is None else limit_rule.dry_run:
                 trials.append((limit_rule.cost, name, key, quota))
             else:
-                enforced.setdefault(limit_rule.cost, []).append((name, key, quota))
+                enforced.append((name, key, quota, limit_rule.cost))
         shown: Pending = pending if pending is not None else Pending()
         counted: set[str] = set()  # limits sharing a name (stacked unnamed ones) count a request once
         for cost, name, key, quota in trials:
@@ -437,19 +437,24 @@ class RateLimit:
             counted.add(name)
             if decision.allowed:
                 engine.renderer.offer(shown, decision, name)
-        for cost, limits in enforced.items():
-            decision = await _decide(engine.limiter, [(key, quota) for _, key, quota in limits], cost)
-            if decision.allowed:
-                for name, _, _ in limits:
-                    if name not in counted:
-                        counted.add(name)
-                        engine.counts(name).add(allowed=1)
-                engine.renderer.offer(shown, decision, _binding_name(limits, decision))
-                continue
-            name = _binding_name(limits, decision)
-            engine.settle(decision, engine.counts(name), False, name, limits[0][1])
+        if enforced:
+            cost = enforced[0][3]
+            if all(limit[3] == cost for limit in enforced):
+                # One cost for all: the call a Limiter subclass (a custom backend) that predates per-limit
+                # costs still understands.
+                decision = await _decide(engine.limiter, [(key, quota) for _, key, quota, _ in enforced], cost)
+            else:
+                decision = await _decide(engine.limiter, [(key, quota, cost) for _, key, quota, cost in enforced], 1)
+            name, key = _binding(enforced, decision)
+            if not decision.allowed:
+                engine.settle(decision, engine.counts(name), False, name, key)
+                engine.renderer.offer(shown, decision, name)
+                raise _refusal(scope, decision, name)
+            for allowed in dict.fromkeys(limit[0] for limit in enforced):
+                if allowed not in counted:
+                    counted.add(allowed)
+                    engine.counts(allowed).add(allowed=1)
             engine.renderer.offer(shown, decision, name)
-            raise _refusal(scope, decision, name)
         if pending is None:
             for header, value in shown.fields:
                 response.headers[header.decode()] = value.decode()
@@ -483,13 +488,13 @@ def _refusal(scope: Scope, decision: Decision, name: str) -> Exception:
     return RateLimitExceeded.from_decision(decision, name)
 
 
-def _binding_name(limits: list[tuple[str, str, Quota]], decision: Decision) -> str:
-    """The name of the limit whose rate bound ``decision``."""
+def _binding(limits: list[tuple[str, str, Quota, int]], decision: Decision) -> tuple[str, str]:
+    """The name and key of the limit whose rate bound ``decision``."""
     if len(limits) > 1:
-        for name, _, quota in limits:
+        for name, key, quota, _ in limits:
             if any(limit == decision.limit and window == decision.window for limit, window in quota.rates):
-                return name
-    return limits[0][0]
+                return name, key
+    return limits[0][0], limits[0][1]
 
 
 async def _handle_exceeded(request: Request, exc: RateLimitExceeded) -> Response:

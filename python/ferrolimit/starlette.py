@@ -178,13 +178,17 @@ class RateLimitExceeded(HTTPException):
 ErrorHandler: TypeAlias = Callable[[Request, RateLimitExceeded], Response | Awaitable[Response]]
 
 
-async def _decide(limiter: Limiter | BackendLimiter, limits: Sequence[tuple[str, Quota | None]], cost: int) -> Decision:
+# A limit of one request: (key, rate), charged the call's cost, or (key, rate, cost), charged its own.
+_Limit: TypeAlias = tuple[str, Quota | None] | tuple[str, Quota | None, int]
+
+
+async def _decide(limiter: Limiter | BackendLimiter, limits: Sequence[_Limit], cost: int) -> Decision:
     """The one place this layer asks the limiter: every limit of a request in one atomic call, awaited when the
     store is remote (Redis, a custom backend) and called directly in memory, where it never blocks. A rate of
     None is the limiter's own."""
     if limiter.is_remote:
         return await limiter.hit_many_async(limits, cost)
-    if len(limits) == 1 and limits[0][1] is None:
+    if len(limits) == 1 and len(limits[0]) == 2 and limits[0][1] is None:
         return limiter.hit(limits[0][0], cost)  # the same check, without building the list natively
     return limiter.hit_many(limits, cost)
 
@@ -261,13 +265,16 @@ class BackendLimiter:
         self.backend = backend
         self._now = clock.now if clock is not None else time.time
 
-    async def hit_many_async(self, limits: Sequence[tuple[str, Quota | None]], cost: int = 1) -> Decision:
+    async def hit_many_async(self, limits: Sequence[_Limit], cost: int = 1) -> Decision:
         tightest: Decision | None = None
-        for key, quota in limits:
+        for key, quota, *own_cost in limits:
             if quota is None:
                 raise ValueError("a custom backend needs every limit's rate")
+            # The backend takes a cost per call, so a limit with its own cost is simply asked for that cost.
+            limit_cost = own_cost[0] if own_cost else cost
             for limit, window in quota.rates:
-                result = await self.backend.check_and_increment(key, BucketConfig(max(1, round(window)), limit), cost)
+                bucket = BucketConfig(max(1, round(window)), limit)
+                result = await self.backend.check_and_increment(key, bucket, limit_cost)
                 now = self._now()
                 decision = decision_from(
                     allowed=bool(result.allowed),
@@ -285,7 +292,7 @@ class BackendLimiter:
         assert tightest is not None, "at least one limit"
         return tightest
 
-    def hit_many(self, limits: Sequence[tuple[str, Quota | None]], cost: int = 1) -> Decision:
+    def hit_many(self, limits: Sequence[_Limit], cost: int = 1) -> Decision:
         raise TypeError("a custom backend is async: use hit_many_async")
 
     def hit(self, key: str, cost: int = 1) -> Decision:

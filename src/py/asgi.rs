@@ -306,7 +306,7 @@ impl Charge {
         let key = std::str::from_utf8(&key).expect("two str joined");
         let limiter = &self.limiter.get().limiter;
         let (decision, now_ns) = limiter
-            .hit(&[(key, self.rates.as_slice())], self.cost)
+            .hit(&[(key, self.rates.as_slice(), self.cost)])
             .map_err(Error::from)?;
         if decision.allowed || !self.dry_run {
             self.renderer

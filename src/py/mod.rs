@@ -100,11 +100,6 @@ impl Cost {
             Cost::TooLarge(_) => u64::MAX,
         }
     }
-
-    /// The units of a cost against the first of several (key, rates) limits, as the limiter checks them.
-    fn units_against(self, limits: &[(String, Vec<Rate>)]) -> Result<u64> {
-        self.units(|| Capacity::Rate(limits[0].1[0]))
-    }
 }
 
 impl<'py> FromPyObject<'_, 'py> for Cost {
@@ -368,16 +363,15 @@ impl Limiter {
             return remote::decide(
                 py,
                 remote,
-                &vec![(key.to_owned(), self.quota.rates.clone())],
-                cost,
+                &vec![(key.to_owned(), self.quota.rates.clone(), cost)],
                 mode,
             );
         }
-        let limits = [(key, self.quota.rates.as_slice())];
+        let limits = [(key, self.quota.rates.as_slice(), cost)];
         let decided = if commit {
-            self.limiter.hit(&limits, cost)
+            self.limiter.hit(&limits)
         } else {
-            self.limiter.test(&limits, cost)
+            self.limiter.test(&limits)
         };
         let (decision, now_ns) = decided.map_err(Error::from)?;
         Ok(Decision::from_core(decision, now_ns))
@@ -450,7 +444,7 @@ impl Limiter {
         let cost = self.own_units(cost)?;
         Ok(self
             .limiter
-            .hit(&[(key, self.quota.rates.as_slice())], cost)
+            .hit(&[(key, self.quota.rates.as_slice(), cost)])
             .map_err(Error::from)?
             .0
             .allowed)
@@ -468,7 +462,7 @@ impl Limiter {
     fn peek(&self, py: Python<'_>, key: &str, rate: Option<&Bound<'_, PyAny>>) -> PyResult<Decision> {
         let rates = self.rates_of(rate, true)?;
         if let Some(remote) = &self.remote {
-            return remote::decide(py, remote, &vec![(key.to_owned(), rates.into_owned())], 1, Mode::Peek);
+            return remote::decide(py, remote, &vec![(key.to_owned(), rates.into_owned(), 1)], Mode::Peek);
         }
         let (decision, now_ns) = self.limiter.peek(&[(key, &rates)]);
         Ok(Decision::from_core(decision, now_ns))
@@ -492,25 +486,15 @@ impl Limiter {
         Ok(())
     }
 
-    /// Checks several (key, rate) limits as one request: all are charged only if all pass.
-    /// A rate of `None` means this limiter's own rates.
+    /// Checks several (key, rate) or (key, rate, cost) limits as one request: all are charged, each its own
+    /// cost (`cost` where the item names none), only if all pass. A rate of `None` means this limiter's own.
     #[pyo3(signature = (limits, cost = Cost::ONE), text_signature = "($self, limits, cost=1)")]
-    fn hit_many(
-        &self,
-        py: Python<'_>,
-        limits: Vec<(String, Option<Bound<'_, PyAny>>)>,
-        cost: Cost,
-    ) -> PyResult<Decision> {
-        let parsed = self.parse_limits(limits)?;
-        let cost = cost.units_against(&parsed)?;
+    fn hit_many(&self, py: Python<'_>, limits: Vec<Bound<'_, PyAny>>, cost: Cost) -> PyResult<Decision> {
+        let parsed = self.parse_limits(limits, cost)?;
         if let Some(remote) = &self.remote {
-            return remote::decide(py, remote, &parsed, cost, Mode::Hit);
+            return remote::decide(py, remote, &parsed, Mode::Hit);
         }
-        let borrowed: Vec<(&str, &[Rate])> = parsed
-            .iter()
-            .map(|(key, rates)| (key.as_str(), rates.as_slice()))
-            .collect();
-        let (decision, now_ns) = self.limiter.hit(&borrowed, cost).map_err(Error::from)?;
+        let (decision, now_ns) = self.limiter.hit(&remote::borrowed(&parsed)).map_err(Error::from)?;
         Ok(Decision::from_core(decision, now_ns))
     }
 

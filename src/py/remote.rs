@@ -5,15 +5,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pyo3::exceptions::PyStopIteration;
+use pyo3::exceptions::{PyStopIteration, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyInt, PyTuple};
 
 use super::bridge::{self, Done};
 use super::errors::{Error, Result};
 use super::runtime::runtime;
 use super::{positive, Cost, Decision, Limiter};
-use crate::limiter::{AlgorithmKind, AnyLimiter};
+use crate::limiter::{AlgorithmKind, AnyLimiter, Capacity, CostExceedsLimit, CostedLimit};
 use crate::rate::Rate;
 use crate::store::redis::{ConnectOptions, LimiterOptions, LogFn, Mode, OnBackendError, RedisLimiter, RedisStore};
 
@@ -115,24 +115,19 @@ pub(super) fn open(
         .map(|(store, options)| Arc::new(RedisLimiter::new(store, kind, options, Arc::clone(fallback)))))
 }
 
-type Limits = Vec<(String, Vec<Rate>)>;
+/// The limits of one call: each key with its rates and the units the call takes from them.
+pub(super) type Limits = Vec<(String, Vec<Rate>, u64)>;
 
-fn borrowed(limits: &Limits) -> Vec<(&str, &[Rate])> {
+pub(super) fn borrowed(limits: &Limits) -> Vec<CostedLimit<'_>> {
     limits
         .iter()
-        .map(|(key, rates)| (key.as_str(), rates.as_slice()))
+        .map(|(key, rates, cost)| (key.as_str(), rates.as_slice(), *cost))
         .collect()
 }
 
 /// Decides on Redis, releasing the GIL while waiting.
-pub(super) fn decide(
-    py: Python<'_>,
-    remote: &Arc<RedisLimiter>,
-    limits: &Limits,
-    cost: u64,
-    mode: Mode,
-) -> PyResult<Decision> {
-    let outcome = py.detach(|| runtime().block_on(remote.decide(&borrowed(limits), cost, mode)));
+pub(super) fn decide(py: Python<'_>, remote: &Arc<RedisLimiter>, limits: &Limits, mode: Mode) -> PyResult<Decision> {
+    let outcome = py.detach(|| runtime().block_on(remote.decide(&borrowed(limits), mode)));
     let outcome = outcome.map_err(Error::from)?;
     Ok(Decision::from_core(outcome.decision, outcome.now_ns))
 }
@@ -141,13 +136,12 @@ fn decide_later<'py>(
     py: Python<'py>,
     remote: &Arc<RedisLimiter>,
     limits: Limits,
-    cost: u64,
     mode: Mode,
     as_bool: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let remote = Arc::clone(remote);
     bridge::spawn(py, async move {
-        match remote.decide(&borrowed(&limits), cost, mode).await {
+        match remote.decide(&borrowed(&limits), mode).await {
             Ok(outcome) if as_bool => Done::Bool(outcome.decision.allowed),
             Ok(outcome) => Done::Decision(Decision::from_core(outcome.decision, outcome.now_ns)),
             Err(error) => Done::Failed(Error::from(error)),
@@ -226,18 +220,80 @@ pub(super) fn ready<'py>(py: Python<'py>, value: Bound<'py, PyAny>) -> PyResult<
     Ok(Bound::new(py, Ready { value: value.unbind() })?.into_any())
 }
 
+/// The cost an item of `hit_many` names as its third element.
+fn item_cost(value: &Bound<'_, PyAny>, item: &Bound<'_, PyTuple>) -> PyResult<Cost> {
+    let shown = || {
+        item.repr()
+            .map_or_else(|_| "a limit".to_owned(), |repr| repr.to_string())
+    };
+    if !value.is_instance_of::<PyInt>() {
+        return Err(Error::Type(format!(
+            "the cost in {} must be an int such as 1, not {}",
+            shown(),
+            value.get_type().name()?
+        ))
+        .into());
+    }
+    value.extract::<Cost>().map_err(|error| {
+        if error.is_instance_of::<PyValueError>(value.py()) {
+            Error::Value(format!("the cost in {}: {}", shown(), error.value(value.py()))).into()
+        } else {
+            error
+        }
+    })
+}
+
 impl Limiter {
-    fn own_limits(&self, key: String) -> Limits {
-        vec![(key, self.quota.rates.clone())]
+    fn own_limits(&self, key: String, cost: Cost) -> Result<Limits> {
+        Ok(vec![(key, self.quota.rates.clone(), self.own_units(cost)?)])
     }
 
-    pub(super) fn parse_limits(&self, limits: Vec<(String, Option<Bound<'_, PyAny>>)>) -> PyResult<Limits> {
+    /// The limits of `hit_many`: `(key, rate)` items cost `cost`, `(key, rate, cost)` items their own.
+    pub(super) fn parse_limits(&self, limits: Vec<Bound<'_, PyAny>>, cost: Cost) -> PyResult<Limits> {
         if limits.is_empty() {
             return Err(Error::Value("hit_many needs at least one (key, rate) pair".to_owned()).into());
         }
+        // A call's cost too large for a u64 is refused against the first limit that takes it.
+        let call_units = match cost {
+            Cost::Units(units) => Ok(units),
+            Cost::TooLarge(text) => Err(text),
+        };
         limits
             .into_iter()
-            .map(|(key, rate)| Ok((key, self.rates_of(rate.as_ref(), true)?.into_owned())))
+            .map(|item| {
+                let item = item.cast::<PyTuple>().map_err(|_| {
+                    Error::Type(format!(
+                        "hit_many takes (key, rate) or (key, rate, cost) tuples, not {}",
+                        item.get_type()
+                            .name()
+                            .map_or_else(|_| "this".to_owned(), |name| name.to_string())
+                    ))
+                })?;
+                let (key, rate, own_cost) = match item.len() {
+                    2 => (item.get_item(0)?, item.get_item(1)?, None),
+                    3 => (item.get_item(0)?, item.get_item(1)?, Some(item.get_item(2)?)),
+                    length => {
+                        return Err(Error::Type(format!(
+                            "a limit of hit_many is (key, rate) or (key, rate, cost), not a tuple of {length}: {}",
+                            item.repr()?
+                        ))
+                        .into())
+                    }
+                };
+                let key: String = key.extract()?;
+                let rate = (!rate.is_none()).then_some(rate);
+                let rates = self.rates_of(rate.as_ref(), true)?.into_owned();
+                let units = match (own_cost, &call_units) {
+                    (Some(value), _) => item_cost(&value, item)?.units(|| Capacity::Rate(rates[0]))?,
+                    (None, Ok(units)) => *units,
+                    (None, Err(text)) => {
+                        return Err(
+                            Error::CostTooLarge(CostExceedsLimit::describe(text, Capacity::Rate(rates[0]))).into(),
+                        )
+                    }
+                };
+                Ok((key, rates, units))
+            })
             .collect()
     }
 
@@ -245,23 +301,20 @@ impl Limiter {
         &self,
         py: Python<'py>,
         limits: Limits,
-        cost: Cost,
         mode: Mode,
         as_bool: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let cost = if mode == Mode::Peek {
-            1
-        } else {
-            cost.units_against(&limits)?
-        };
         if let Some(remote) = &self.remote {
-            return decide_later(py, remote, limits, cost, mode, as_bool);
+            return decide_later(py, remote, limits, mode, as_bool);
         }
         let limits = borrowed(&limits);
         let (decision, now_ns) = match mode {
-            Mode::Hit => self.limiter.hit(&limits, cost).map_err(Error::from)?,
-            Mode::Test => self.limiter.test(&limits, cost).map_err(Error::from)?,
-            Mode::Peek => self.limiter.peek(&limits),
+            Mode::Hit => self.limiter.hit(&limits).map_err(Error::from)?,
+            Mode::Test => self.limiter.test(&limits).map_err(Error::from)?,
+            Mode::Peek => {
+                let uncosted: Vec<(&str, &[Rate])> = limits.iter().map(|&(key, rates, _)| (key, rates)).collect();
+                self.limiter.peek(&uncosted)
+            }
         };
         if as_bool {
             return ready(py, decision.allowed.into_pyobject(py)?.to_owned().into_any());
@@ -281,19 +334,19 @@ impl Limiter {
     /// `hit` as an awaitable: on Redis the event loop stays free while the store answers.
     #[pyo3(signature = (key, cost = Cost::ONE), text_signature = "($self, key, cost=1)")]
     fn hit_async<'py>(&self, py: Python<'py>, key: String, cost: Cost) -> PyResult<Bound<'py, PyAny>> {
-        self.decide_async(py, self.own_limits(key), cost, Mode::Hit, false)
+        self.decide_async(py, self.own_limits(key, cost)?, Mode::Hit, false)
     }
 
     /// `allow` as an awaitable.
     #[pyo3(signature = (key, cost = Cost::ONE), text_signature = "($self, key, cost=1)")]
     fn allow_async<'py>(&self, py: Python<'py>, key: String, cost: Cost) -> PyResult<Bound<'py, PyAny>> {
-        self.decide_async(py, self.own_limits(key), cost, Mode::Hit, true)
+        self.decide_async(py, self.own_limits(key, cost)?, Mode::Hit, true)
     }
 
     /// `test` as an awaitable.
     #[pyo3(signature = (key, cost = Cost::ONE), text_signature = "($self, key, cost=1)")]
     fn test_async<'py>(&self, py: Python<'py>, key: String, cost: Cost) -> PyResult<Bound<'py, PyAny>> {
-        self.decide_async(py, self.own_limits(key), cost, Mode::Test, false)
+        self.decide_async(py, self.own_limits(key, cost)?, Mode::Test, false)
     }
 
     /// `peek` as an awaitable.
@@ -304,8 +357,8 @@ impl Limiter {
         key: String,
         rate: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let limits = vec![(key, self.rates_of(rate, true)?.into_owned())];
-        self.decide_async(py, limits, Cost::ONE, Mode::Peek, false)
+        let limits = vec![(key, self.rates_of(rate, true)?.into_owned(), 1)];
+        self.decide_async(py, limits, Mode::Peek, false)
     }
 
     /// `hit_many` as an awaitable.
@@ -313,11 +366,11 @@ impl Limiter {
     fn hit_many_async<'py>(
         &self,
         py: Python<'py>,
-        limits: Vec<(String, Option<Bound<'py, PyAny>>)>,
+        limits: Vec<Bound<'py, PyAny>>,
         cost: Cost,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let limits = self.parse_limits(limits)?;
-        self.decide_async(py, limits, cost, Mode::Hit, false)
+        let limits = self.parse_limits(limits, cost)?;
+        self.decide_async(py, limits, Mode::Hit, false)
     }
 
     /// One `PING` on this limiter's Redis connection (benchmarks: the floor of a decision's round trip).

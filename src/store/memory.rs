@@ -76,10 +76,12 @@ struct Shard<S> {
     full_swept_at: Option<u64>,
 }
 
-/// One limit of a decision: whose key, under which algorithm (and so which rate).
+/// One limit of a decision: whose key, under which algorithm (and so which rate), and the units a request
+/// takes from it.
 pub struct Check<A> {
     pub key: KeyHash,
     pub algorithm: A,
+    pub cost: u64,
 }
 
 /// A shard's index and its held lock.
@@ -172,17 +174,11 @@ impl<S: Default + Clone + Send> MemoryStore<S> {
     }
 
     /// Checks every limit and, if `commit` and all pass, applies them, atomically. Returns the decision of
-    /// the limit that binds tightest. `checks` must not be empty, and `cost` fits every rate.
-    pub fn decide<A: Algorithm<State = S>>(&self, checks: &[Check<A>], now: u64, cost: u64, commit: bool) -> Decision {
+    /// the limit that binds tightest. `checks` must not be empty, and each check's cost fits its rate.
+    pub fn decide<A: Algorithm<State = S>>(&self, checks: &[Check<A>], now: u64, commit: bool) -> Decision {
         if let [single] = checks {
             let mut shard = self.shards[self.shard_of(single.key)].lock();
-            return self.decide_locked(
-                &mut [(self.shard_of(single.key), &mut shard)],
-                checks,
-                now,
-                cost,
-                commit,
-            );
+            return self.decide_locked(&mut [(self.shard_of(single.key), &mut shard)], checks, now, commit);
         }
         let mut indices: SmallVec<[usize; 4]> = checks.iter().map(|check| self.shard_of(check.key)).collect();
         indices.sort_unstable();
@@ -190,7 +186,7 @@ impl<S: Default + Clone + Send> MemoryStore<S> {
         let mut guards: SmallVec<[MutexGuard<'_, Shard<S>>; 4]> =
             indices.iter().map(|&index| self.shards[index].lock()).collect();
         let mut locked: SmallVec<[Locked<'_, '_, S>; 4]> = indices.iter().copied().zip(guards.iter_mut()).collect();
-        self.decide_locked(&mut locked, checks, now, cost, commit)
+        self.decide_locked(&mut locked, checks, now, commit)
     }
 
     fn decide_locked<A: Algorithm<State = S>>(
@@ -198,7 +194,6 @@ impl<S: Default + Clone + Send> MemoryStore<S> {
         locked: &mut [(usize, &mut MutexGuard<'_, Shard<S>>)],
         checks: &[Check<A>],
         now: u64,
-        cost: u64,
         commit: bool,
     ) -> Decision {
         let fresh = S::default();
@@ -209,7 +204,7 @@ impl<S: Default + Clone + Send> MemoryStore<S> {
             let shard_index = self.shard_of(check.key);
             let shard = Self::find(locked, shard_index);
             let stored = shard.map.get(&check.key);
-            let mut decision = check.algorithm.check(stored.unwrap_or(&fresh), now, cost);
+            let mut decision = check.algorithm.check(stored.unwrap_or(&fresh), now, check.cost);
             if stored.is_none() && commit && decision.allowed {
                 new_keys_per_shard[shard_index] += 1;
                 let algorithm = &check.algorithm;
@@ -243,7 +238,7 @@ impl<S: Default + Clone + Send> MemoryStore<S> {
                 }
                 let shard = Self::find(locked, self.shard_of(check.key));
                 let state = shard.map.entry(check.key).or_default();
-                check.algorithm.apply(state, now, cost);
+                check.algorithm.apply(state, now, check.cost);
             }
         }
         binding
@@ -362,9 +357,9 @@ mod tests {
             &[Check {
                 key: store.key_hash(key, rate),
                 algorithm: A::new(rate),
+                cost: 1,
             }],
             now,
-            1,
             true,
         )
     }
@@ -377,28 +372,58 @@ mod tests {
                 Check {
                     key: store.key_hash("ip:1", rate("2/min")),
                     algorithm: Gcra::new(rate("2/min")),
+                    cost: 1,
                 },
                 Check {
                     key: store.key_hash("user:7", rate("5/min")),
                     algorithm: Gcra::new(rate("5/min")),
+                    cost: 1,
                 },
             ]
         };
-        assert_eq!(store.decide(&checks(&store), 0, 1, true).remaining, 1);
-        let second = store.decide(&checks(&store), 0, 1, true);
+        assert_eq!(store.decide(&checks(&store), 0, true).remaining, 1);
+        let second = store.decide(&checks(&store), 0, true);
         assert!(second.allowed);
         assert_eq!(
             (second.limit, second.remaining),
             (2, 0),
             "the tighter limit is reported"
         );
-        let denied = store.decide(&checks(&store), 0, 1, true);
+        let denied = store.decide(&checks(&store), 0, true);
         assert!(!denied.allowed);
         assert_eq!(denied.limit, 2);
         assert_eq!(
             hit::<Gcra>(&store, "user:7", "5/min", 0).remaining,
             2,
             "the denial took nothing from user:7"
+        );
+    }
+
+    #[test]
+    fn each_check_takes_its_own_cost() {
+        let store = MemoryStore::<u64>::new(1000, OnFull::Allow);
+        let checks = |store: &MemoryStore<u64>| {
+            vec![
+                Check {
+                    key: store.key_hash("global", rate("10/min")),
+                    algorithm: Gcra::new(rate("10/min")),
+                    cost: 1,
+                },
+                Check {
+                    key: store.key_hash("export", rate("100/min")),
+                    algorithm: Gcra::new(rate("100/min")),
+                    cost: 60,
+                },
+            ]
+        };
+        assert_eq!(store.decide(&checks(&store), 0, true).remaining, 9);
+        let refused = store.decide(&checks(&store), 0, true);
+        assert!(!refused.allowed);
+        assert_eq!((refused.limit, refused.remaining), (100, 40));
+        assert_eq!(
+            hit::<Gcra>(&store, "global", "10/min", 0).remaining,
+            8,
+            "the refusal took nothing from global"
         );
     }
 

@@ -27,7 +27,7 @@ use redis::{Client, IntoConnectionInfo, RedisError, Script};
 use smallvec::SmallVec;
 
 use crate::decision::Decision;
-use crate::limiter::{AlgorithmKind, AnyLimiter, CostExceedsLimit};
+use crate::limiter::{check_costs, AlgorithmKind, AnyLimiter, CostExceedsLimit, CostedLimit};
 use crate::rate::Rate;
 
 pub mod concurrency;
@@ -710,10 +710,11 @@ fn script_text(kind: AlgorithmKind) -> String {
     [include_str!("lua/prelude.lua"), algorithm, include_str!("lua/main.lua")].concat()
 }
 
-/// A limit of one call: the Redis key and its rate.
+/// A limit of one call: the Redis key, its rate and the units the call takes from it.
 struct Limit {
     name: String,
     rate: Rate,
+    cost: u64,
 }
 
 impl RedisLimiter {
@@ -761,39 +762,44 @@ impl RedisLimiter {
         )
     }
 
-    /// One limit per distinct Redis key: the same counter named twice in one call is charged once, as in
-    /// memory.
-    fn limits(&self, limits: &[(&str, &[Rate])]) -> Vec<Limit> {
-        let mut resolved: Vec<Limit> = Vec::with_capacity(limits.iter().map(|(_, rates)| rates.len()).sum());
-        for &(key, rates) in limits {
+    /// One limit per distinct Redis key: the same counter named twice in one call is charged once, at the
+    /// largest cost named for it, as in memory.
+    fn limits(&self, limits: &[CostedLimit<'_>]) -> Vec<Limit> {
+        let mut resolved: Vec<Limit> = Vec::with_capacity(limits.iter().map(|(_, rates, _)| rates.len()).sum());
+        for &(key, rates, cost) in limits {
             for &rate in rates {
                 let name = self.key_name(key, rate);
-                if !resolved.iter().any(|limit| limit.name == name) {
-                    resolved.push(Limit { name, rate });
+                if let Some(limit) = resolved.iter_mut().find(|limit| limit.name == name) {
+                    limit.cost = limit.cost.max(cost);
+                } else {
+                    resolved.push(Limit { name, rate, cost });
                 }
             }
         }
         resolved
     }
 
-    /// Decides `limits` (checks them; commits if `mode` is `Hit` and all pass). A Redis failure is decided
-    /// by the policy, never returned as an error; only a cost no limit could ever admit is.
-    pub async fn decide(&self, limits: &[(&str, &[Rate])], cost: u64, mode: Mode) -> Result<Outcome, CostExceedsLimit> {
+    /// Decides `limits`, each at its own cost (checks them; commits if `mode` is `Hit` and all pass; a peek
+    /// ignores the costs). A Redis failure is decided by the policy, never returned as an error; only a cost
+    /// its limit could never admit is.
+    pub async fn decide(&self, limits: &[CostedLimit<'_>], mode: Mode) -> Result<Outcome, CostExceedsLimit> {
         if mode != Mode::Peek {
-            for (_, rates) in limits {
-                if let Some(&rate) = rates.iter().find(|rate| rate.limit() < cost) {
-                    return Err(CostExceedsLimit::of_rate(cost, rate));
-                }
+            check_costs(limits)?;
+        }
+        let mut resolved = self.limits(limits);
+        assert!(!resolved.is_empty(), "a decision needs a limit");
+        if mode == Mode::Peek {
+            for limit in &mut resolved {
+                limit.cost = 1;
             }
         }
-        let cost = if mode == Mode::Peek { 1 } else { cost };
-        let resolved = self.limits(limits);
-        assert!(!resolved.is_empty(), "a decision needs a limit");
         let cache_key = (mode == Mode::Hit && self.options.deny_cache_size > 0).then(|| {
-            let mut text = cost.to_string();
+            let mut text = String::new();
             for limit in &resolved {
-                text.push('\n');
+                text.push_str(&limit.cost.to_string());
+                text.push(' ');
                 text.push_str(&limit.name);
+                text.push('\n');
             }
             text
         });
@@ -801,14 +807,14 @@ impl RedisLimiter {
             self.denied.fetch_add(1, Ordering::Relaxed);
             return Ok(outcome);
         }
-        let outcome = match self.run(&resolved, cost, mode).await {
+        let outcome = match self.run(&resolved, mode).await {
             Ok(outcome) => outcome,
             Err((zone, error)) => {
                 if let Some(zone) = zone {
                     self.store.failed(zone, &error, self.options.on_backend_error);
                 }
                 self.store.counts.fallbacks.fetch_add(1, Ordering::Relaxed);
-                self.fall_back(limits, &resolved, cost, mode)
+                self.fall_back(limits, &resolved, mode)
             }
         };
         if mode == Mode::Hit {
@@ -880,7 +886,7 @@ impl RedisLimiter {
 
     /// Decides `limits` in Redis if every breaker zone they touch lets it; a failure comes back with the zone
     /// it counts against (None: a breaker was open, nothing was asked).
-    async fn run(&self, limits: &[Limit], cost: u64, mode: Mode) -> Result<Outcome, (Option<Zone>, BackendError)> {
+    async fn run(&self, limits: &[Limit], mode: Mode) -> Result<Outcome, (Option<Zone>, BackendError)> {
         let mut zones: SmallVec<[Zone; 2]> = SmallVec::new();
         for limit in limits {
             let zone = self.store.zone(&limit.name);
@@ -902,7 +908,7 @@ impl RedisLimiter {
                 Admit::No => return Err((None, BackendError::Breaker)),
             }
         }
-        let result = self.run_admitted(limits, cost, mode).await;
+        let result = self.run_admitted(limits, mode).await;
         if result.is_ok() {
             for &zone in &zones {
                 self.store.succeeded(zone);
@@ -912,13 +918,13 @@ impl RedisLimiter {
     }
 
     /// `eval_group`, a failure tagged with the zone of the group's slot.
-    async fn eval_in_zone(&self, limits: &[&Limit], cost: u64, mode: Mode) -> Result<Outcome, (Zone, BackendError)> {
-        self.eval_group(limits, cost, mode)
+    async fn eval_in_zone(&self, limits: &[&Limit], mode: Mode) -> Result<Outcome, (Zone, BackendError)> {
+        self.eval_group(limits, mode)
             .await
             .map_err(|error| (self.store.zone(&limits[0].name), error))
     }
 
-    async fn run_admitted(&self, limits: &[Limit], cost: u64, mode: Mode) -> Result<Outcome, (Zone, BackendError)> {
+    async fn run_admitted(&self, limits: &[Limit], mode: Mode) -> Result<Outcome, (Zone, BackendError)> {
         if self.store.is_cluster() {
             let mut slots: Vec<u16> = limits.iter().map(|limit| cluster_slot(&limit.name)).collect();
             slots.sort_unstable();
@@ -933,29 +939,24 @@ impl RedisLimiter {
                             .collect()
                     })
                     .collect();
-                return self.run_across_slots(&groups, cost, mode).await;
+                return self.run_across_slots(&groups, mode).await;
             }
         }
         let all: Vec<&Limit> = limits.iter().collect();
-        self.eval_in_zone(&all, cost, mode).await
+        self.eval_in_zone(&all, mode).await
     }
 
     /// Every slot checked first; commits only when all passed, slot by slot.
-    async fn run_across_slots(
-        &self,
-        groups: &[Vec<&Limit>],
-        cost: u64,
-        mode: Mode,
-    ) -> Result<Outcome, (Zone, BackendError)> {
+    async fn run_across_slots(&self, groups: &[Vec<&Limit>], mode: Mode) -> Result<Outcome, (Zone, BackendError)> {
         let check_mode = if mode == Mode::Hit { Mode::Test } else { mode };
         let mut outcomes = Vec::with_capacity(groups.len());
         for group in groups {
-            outcomes.push(self.eval_in_zone(group, cost, check_mode).await?);
+            outcomes.push(self.eval_in_zone(group, check_mode).await?);
         }
         if mode == Mode::Hit && outcomes.iter().all(|outcome| outcome.decision.allowed) {
             outcomes.clear();
             for group in groups {
-                let outcome = self.eval_in_zone(group, cost, Mode::Hit).await?;
+                let outcome = self.eval_in_zone(group, Mode::Hit).await?;
                 let denied = !outcome.decision.allowed;
                 outcomes.push(outcome);
                 if denied {
@@ -972,20 +973,27 @@ impl RedisLimiter {
         })
     }
 
-    async fn eval_group(&self, limits: &[&Limit], cost: u64, mode: Mode) -> Result<Outcome, BackendError> {
+    async fn eval_group(&self, limits: &[&Limit], mode: Mode) -> Result<Outcome, BackendError> {
         let keys: Vec<String> = limits.iter().map(|limit| limit.name.clone()).collect();
         let now_arg = if self.options.use_local_clock {
             (self.fallback.now_ns() / NANOS_PER_MICRO).to_string()
         } else {
             String::new()
         };
-        let mut args = Vec::with_capacity(3 + 2 * limits.len());
+        // One cost for the call when its limits share it (the common case, and always for one limit); else each
+        // key's own cost after the rates (see prelude.lua).
+        let cost = limits[0].cost;
+        let each_cost = limits.iter().any(|limit| limit.cost != cost);
+        let mut args = Vec::with_capacity(3 + if each_cost { 3 } else { 2 } * limits.len());
         args.push(now_arg);
         args.push(cost.to_string());
         args.push((mode as u8).to_string());
         for limit in limits {
             args.push(limit.rate.limit().to_string());
             args.push((limit.rate.period_ns() / NANOS_PER_MICRO).max(1).to_string());
+        }
+        if each_cost {
+            args.extend(limits.iter().map(|limit| limit.cost.to_string()));
         }
         let reply = self.store.eval(&self.script, &keys, &args).await?;
         if reply.len() != 2 + 4 * limits.len() {
@@ -1013,23 +1021,29 @@ impl RedisLimiter {
         })
     }
 
-    fn fall_back(&self, limits: &[(&str, &[Rate])], resolved: &[Limit], cost: u64, mode: Mode) -> Outcome {
-        let tightest = resolved
+    fn fall_back(&self, limits: &[CostedLimit<'_>], resolved: &[Limit], mode: Mode) -> Outcome {
+        // Failing open, the limit reported is the one a fresh request would leave least of.
+        let taken = |limit: &Limit| if mode == Mode::Peek { 0 } else { limit.cost };
+        let (tightest, taken) = resolved
             .iter()
-            .map(|limit| limit.rate)
-            .min_by_key(|rate| (rate.limit(), std::cmp::Reverse(rate.period_ns())))
+            .map(|limit| (limit.rate, taken(limit)))
+            .min_by_key(|&(rate, taken)| (rate.limit() - taken, std::cmp::Reverse(rate.period_ns())))
             .expect("a limit");
         let (decision, now_ns) = match self.options.on_backend_error {
             OnBackendError::Memory => match mode {
-                Mode::Hit => self.fallback.hit(limits, cost).expect("cost checked"),
-                Mode::Test => self.fallback.test(limits, cost).expect("cost checked"),
-                Mode::Peek => self.fallback.peek(limits),
+                Mode::Hit => self.fallback.hit(limits).expect("cost checked"),
+                Mode::Test => self.fallback.test(limits).expect("cost checked"),
+                Mode::Peek => {
+                    let uncosted: SmallVec<[(&str, &[Rate]); 4]> =
+                        limits.iter().map(|&(key, rates, _)| (key, rates)).collect();
+                    self.fallback.peek(&uncosted)
+                }
             },
             OnBackendError::Allow => (
                 Decision {
                     allowed: true,
                     limit: tightest.limit(),
-                    remaining: tightest.limit() - if mode == Mode::Peek { 0 } else { cost },
+                    remaining: tightest.limit() - taken,
                     reset_after_ns: 0,
                     retry_after_ns: 0,
                     period_ns: tightest.period_ns(),

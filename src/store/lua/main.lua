@@ -28,8 +28,12 @@ end
 local states = {}
 local reply = {now, 1}
 local all_allowed = true
-for i = 1, #KEYS do
+local count = #KEYS
+-- Each key's own cost follows the rates when the costs differ.
+local each_cost = #ARGV > 3 + 2 * count
+for i = 1, count do
   local key, limit, period = KEYS[i], ARGV[2 + 2 * i] + 0, ARGV[3 + 2 * i] + 0
+  local key_cost = each_cost and ARGV[3 + 2 * count + i] + 0 or cost
   local emission = math.floor(period / limit)
   if emission < 1 then
     emission = 1
@@ -40,7 +44,7 @@ for i = 1, #KEYS do
     allowed, remaining, reset_after, retry_after = check(limit, period, emission, 1, a, b, c)
     remaining, reset_after = standing(limit, period, emission, a, b, c)
   else
-    allowed, remaining, reset_after, retry_after, a, b, c = check(limit, period, emission, cost, a, b, c)
+    allowed, remaining, reset_after, retry_after, a, b, c = check(limit, period, emission, key_cost, a, b, c)
     if mode == 1 then
       states[i] = {limit, period, emission, a, b, c}
     end
@@ -54,7 +58,7 @@ end
 if not all_allowed then
   reply[2] = 0
 elseif mode == 1 then
-  for i = 1, #KEYS do
+  for i = 1, count do
     local state = states[i]
     save(KEYS[i], state[1], state[2], state[3], state[4], state[5], state[6])
   end

@@ -3,6 +3,7 @@
 -- ARGV[1]: now in microseconds since the Unix epoch, or "" for the server's TIME.
 -- ARGV[2]: cost. ARGV[3]: 0 = test, 1 = hit (commit if every limit passes), 2 = peek.
 -- ARGV[2 + 2i], ARGV[3 + 2i]: limit and period in microseconds of KEYS[i].
+-- ARGV[3 + 2n + i], only when the n limits' costs differ: the cost of KEYS[i], instead of ARGV[2].
 -- Reply: {now, all_allowed, then per limit: allowed, remaining, reset_after, retry_after} (microseconds).
 --
 -- Redis runs this whole body on every call, so every `local function` is a new closure and every table a new
