@@ -14,6 +14,9 @@ pub struct Decision {
     pub retry_after_ns: u64,
     /// The period of the limit that bound the decision.
     pub period_ns: u64,
+    /// Which limit of the call bound the decision: its position in the limits the caller named (the first
+    /// that named it, when one counter was named twice); 0 for a call of one limit.
+    pub index: usize,
 }
 
 impl Decision {
@@ -31,7 +34,7 @@ impl Decision {
         }
     }
 
-    /// The decision that binds tightest among several limits' decisions.
+    /// The decision that binds tightest among several limits' decisions; of equally tight ones, the first.
     pub fn tightest(decisions: impl IntoIterator<Item = Decision>) -> Option<Decision> {
         decisions.into_iter().reduce(|current, next| {
             if next.binds_tighter_than(&current) {

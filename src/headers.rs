@@ -166,6 +166,7 @@ mod tests {
             reset_after_ns: 60 * S,
             retry_after_ns,
             period_ns: 60 * S,
+            index: 0,
         }
     }
 
@@ -177,6 +178,7 @@ mod tests {
             reset_after_ns: 18 * S + 1,
             retry_after_ns: 0,
             period_ns: 60 * S,
+            index: 0,
         }
     }
 

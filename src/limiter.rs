@@ -207,10 +207,11 @@ impl<A: Algorithm> Limiter<A> {
     }
 
     /// One check per distinct (key, rate): the same counter named twice is charged once, at the largest cost
-    /// named for it. Held inline for up to four: a decision allocates nothing on the heap.
+    /// named for it, and reported as the first limit that named it. Held inline for up to four: a decision
+    /// allocates nothing on the heap.
     fn checks<'l>(&self, limits: impl IntoIterator<Item = CostedLimit<'l>>) -> SmallVec<[Check<A>; 4]> {
         let mut checks: SmallVec<[Check<A>; 4]> = SmallVec::new();
-        for (key, rates, cost) in limits {
+        for (index, (key, rates, cost)) in limits.into_iter().enumerate() {
             for &rate in rates {
                 let key = self.store.key_hash(key, rate);
                 if let Some(check) = checks.iter_mut().find(|check| check.key == key) {
@@ -220,6 +221,7 @@ impl<A: Algorithm> Limiter<A> {
                         key,
                         algorithm: A::new(rate),
                         cost,
+                        index,
                     });
                 }
             }
@@ -621,6 +623,26 @@ mod tests {
         for kind in [AlgorithmKind::FixedWindow, AlgorithmKind::SlidingWindowCounter] {
             assert_eq!(usable(kind, "2000000/s", true), Ok(()), "windows have no time per unit");
         }
+    }
+
+    #[test]
+    fn a_decision_names_the_position_of_its_limit() {
+        let limiter: Limiter<Gcra> = Limiter::new(Clock::Fake(FakeClock::new(SECOND)), 100, OnFull::Allow);
+        let rates = crate::rate::parse_rates("3/min").unwrap();
+        let index = |limits: &[CostedLimit<'_>]| limiter.hit(limits).unwrap().0.index;
+        assert_eq!(index(&[("spent", &rates, 3)]), 0);
+        assert_eq!(
+            index(&[("a", &rates, 1), ("b", &rates, 1)]),
+            0,
+            "equally tight: the first"
+        );
+        assert_eq!(index(&[("a", &rates, 1), ("spent", &rates, 1), ("b", &rates, 1)]), 1);
+        assert_eq!(
+            index(&[("c", &rates, 1), ("d", &rates, 1), ("c", &rates, 2)]),
+            0,
+            "a counter named twice is reported at its first position"
+        );
+        assert_eq!(limiter.peek(&[("a", &rates), ("spent", &rates)]).0.index, 1);
     }
 
     #[test]

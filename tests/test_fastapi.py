@@ -153,6 +153,46 @@ def test_limits_of_different_costs_are_charged_together(clock: FakeClock, storag
     }
 
 
+def shared_limit_app(limiter: FastLimit) -> TestClient:
+    """/x has a limit of its own and a shared one of the same rate; /y only the shared one."""
+    app = make_app(limiter)
+    search = rate_limit("3/min", name="search")
+
+    @app.get("/x", dependencies=[rate_limit("3/min", name="x-own"), search])
+    async def x() -> dict[str, bool]:
+        return {"ok": True}
+
+    @app.get("/y", dependencies=[search])
+    async def y() -> dict[str, bool]:
+        return {"ok": True}
+
+    return TestClient(app)
+
+
+def assert_the_shared_limit_is_named(limiter: FastLimit, client: TestClient) -> None:
+    assert [client.get("/y").status_code for _ in range(3)] == [200, 200, 200]
+    refused = client.get("/x")
+    assert refused.status_code == 429
+    # x-own has the same rate and room left: the refusal is search's, not the first limit's of that rate.
+    assert refused.headers["ratelimit-policy"] == '"search";q=3;w=60'
+    assert refused.headers["ratelimit"].startswith('"search";r=0;')
+    stats = limiter.stats()
+    assert stats["search"] == {"allowed": 3, "limited": 1, "dry_run_limited": 0}
+    assert stats.get("x-own", {}).get("limited", 0) == 0
+
+
+def test_a_refusal_names_the_shared_limit_of_an_equal_rate(clock: FakeClock, storage: str) -> None:
+    limiter = FastLimit(
+        storage=storage, key_prefix=f"t-{uuid.uuid4().hex[:12]}", headers=HeaderConfig(ietf=True), clock=clock
+    )
+    assert_the_shared_limit_is_named(limiter, shared_limit_app(limiter))
+
+
+def test_a_custom_backends_refusal_names_the_shared_limit_of_an_equal_rate(clock: FakeClock) -> None:
+    limiter = FastLimit(backend=CountingBackend(clock), headers=HeaderConfig(ietf=True), clock=clock)
+    assert_the_shared_limit_is_named(limiter, shared_limit_app(limiter))
+
+
 def test_a_custom_backend_is_asked_for_each_limits_own_cost(clock: FakeClock) -> None:
     backend = CountingBackend(clock)
     client = global_and_export_app(FastLimit(backend=backend, clock=clock))

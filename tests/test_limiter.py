@@ -126,6 +126,57 @@ def test_each_limit_is_held_to_its_own_cost(clock: FakeClock, make_limiter: Make
     assert limiter.hit_many([("k", None, 2), ("k", "1000/min", 5), ("k", None)]).remaining == 995
 
 
+@pytest.mark.parametrize("algorithm", TIME_ALGORITHMS)
+def test_index_names_the_limit_that_bound_among_equal_rates(
+    algorithm: str, clock: FakeClock, make_limiter: MakeLimiter
+) -> None:
+    limiter = make_limiter("1000/min", algorithm, clock=clock)
+    assert limiter.hit("k").index == 0 and limiter.peek("k").index == 0 and limiter.test("k").index == 0
+    for _ in range(3):
+        assert limiter.hit_many([("search", "3/min")]).allowed
+    request = [("own", "3/min"), ("other", "3/min"), ("search", "3/min"), ("last", "3/min")]
+    refused = limiter.hit_many(request)
+    assert (refused.allowed, refused.limit, refused.window, refused.index) == (False, 3, 60.0, 2)
+    assert "index=2" in repr(refused)
+    assert limiter.peek("own", "3/min").remaining == 3, "the refusal took nothing"
+    assert asyncio.run(_awaited(limiter.hit_many_async(request[::-1]))).index == 1
+    # Allowed: the limit left with the fewest units; of equally tight ones, the first named, whichever
+    # cluster slot each key lands on.
+    assert limiter.hit_many([("fresh", "3/min"), ("own", "3/min", 2)]).index == 1
+    fresh = [(f"f{number}", "3/min") for number in range(6)]
+    assert limiter.hit_many(fresh).index == 0
+    assert limiter.hit_many(fresh[::-1]).index == 0
+    assert limiter.hit_many([("x", "3/min"), ("y", "3/min;1/s")]).index == 1, "a rate of a later limit"
+
+
+@pytest.mark.parametrize("algorithm", ["gcra", "fixed_window"])
+def test_index_with_per_limit_costs_and_merged_duplicates(
+    algorithm: str, clock: FakeClock, make_limiter: MakeLimiter
+) -> None:
+    limiter = make_limiter("1000/min", algorithm, clock=clock, deny_cache_size=100)
+    request = [("global", "10/min", 1), ("export", "100/min", 60)]
+    first = limiter.hit_many(request)
+    assert (first.allowed, first.remaining, first.index) == (True, 9, 0)
+    refused = limiter.hit_many(request)
+    assert (refused.allowed, refused.limit, refused.index) == (False, 100, 1)
+    assert limiter.hit_many(request).index == 1, "a cached denial keeps its index"
+    # The same counters with global named twice: export is at position 2 now, the cache notwithstanding.
+    twice: list[tuple[str, str] | tuple[str, str, int]] = [
+        ("global", "10/min", 1),
+        ("global", "10/min"),
+        ("export", "100/min", 60),
+    ]
+    assert [limiter.hit_many(twice).index for _ in range(2)] == [2, 2]
+    assert limiter.hit_many(request[::-1]).index == 0
+    # A counter named twice is one counter, reported at the first position naming it.
+    for _ in range(3):
+        assert limiter.hit_many([("dup", "3/min")]).allowed
+    merged = limiter.hit_many([("a", "3/min"), ("dup", "3/min"), ("b", "3/min"), ("dup", "3/min", 2)])
+    assert (merged.allowed, merged.index) == (False, 1)
+    charged = limiter.hit_many([("c", "5/min"), ("d", "5/min"), ("c", "5/min", 4)])
+    assert (charged.allowed, charged.remaining, charged.index) == (True, 1, 0)
+
+
 def test_a_cached_denial_is_kept_for_its_own_costs_only(clock: FakeClock, make_limiter: MakeLimiter) -> None:
     limiter = make_limiter("1000/min", clock=clock, deny_cache_size=100)
     assert limiter.hit_many([("global", "10/min", 1), ("export", "100/min", 60)]).allowed

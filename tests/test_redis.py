@@ -30,8 +30,9 @@ from ferrolimit import (
     Quota,
     TokenBucketLimiter,
 )
+from ferrolimit._core import decision_from
 from tests.conftest import TIME_ALGORITHMS
-from tests.redis_server import RedisCluster, RedisServer
+from tests.redis_server import RedisCluster, RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -481,3 +482,31 @@ def test_the_async_methods_return_coroutines(store: str, redis_server: RedisServ
     assert asyncio.run(main()) == [True] * 4
     assert limiter.peek("k").remaining == 7, "three hits, each counted once"
     assert slots.peek("job").remaining == 2
+
+
+@pytest.mark.parametrize("policy", ["allow", "deny", "memory"])
+def test_a_fallback_decision_names_the_limit_a_request_leaves_least_of(policy: str) -> None:
+    url = f"redis://127.0.0.1:{free_port()}"  # nobody listens
+    limiter = Limiter("10/min", "gcra", url, on_backend_error=policy, connect_timeout_ms=100, breaker_failures=1)
+    request: list[tuple[str, str | Quota | None] | tuple[str, str | Quota | None, int]] = [
+        ("a", "10/min"),
+        ("b", "3/min", 2),
+        ("c", "3/min", 2),
+        ("d", "10/min", 9),
+    ]
+    decision = limiter.hit_many(request)
+    assert (decision.allowed, decision.remaining) == (policy != "deny", 0 if policy == "deny" else 1)
+    # allow and deny: of b, c and d (1 left each, the same period) the first; memory: d, whose reset is latest.
+    assert decision.index == (3 if policy == "memory" else 1)
+    assert limiter.hit("k").index == 0
+    assert limiter.stats()["fallbacks"] == 2
+
+
+def test_a_custom_decision_names_its_limit() -> None:
+    def refusal(**index: int) -> Decision:
+        return decision_from(
+            allowed=False, limit=3, remaining=0, reset_after=20, retry_after=20, window=60, now=1_700_000_000, **index
+        )
+
+    assert refusal().index == 0
+    assert refusal(index=4).index == 4

@@ -96,6 +96,14 @@ class Decision:
     @property
     def reset_at(self) -> float:
         """``reset_after`` as seconds since the Unix epoch, on the limiter's clock."""
+    @property
+    def index(self) -> int:
+        """Which limit of the call bound the decision: its position in the list given to ``hit_many`` (the
+        first position naming it when a ``(key, rate)`` is named twice and so counted once); 0 for a call of
+        one limit (``hit``, ``test``, ``peek``). Of equally tight limits, the first is named. When Redis cannot
+        answer, ``on_backend_error="allow"`` and ``"deny"`` name the limit a fresh request would leave fewest
+        units of (of equals, the longest period, then the first), and ``"memory"`` the one the local limiter
+        found binding."""
     def __bool__(self) -> bool: ...
 
 _SCOPE_PENDING: Final[str]
@@ -241,10 +249,19 @@ def exceeded_detail(decision: Decision) -> str:
     """``"Rate limit exceeded: 10 per 1 minute"``, naming the limit that bound the decision."""
 
 def decision_from(
-    *, allowed: bool, limit: int, remaining: int, reset_after: float, retry_after: float, window: float, now: float
+    *,
+    allowed: bool,
+    limit: int,
+    remaining: int,
+    reset_after: float,
+    retry_after: float,
+    window: float,
+    now: float,
+    index: int = 0,
 ) -> Decision:
     """A ``Decision`` from numbers a limiter written in Python reported (a custom ``backend=``), so it gets the
-    same headers and body. Times are seconds (rounded up to the nanosecond); ``now`` is seconds since the epoch."""
+    same headers and body. Times are seconds (rounded up to the nanosecond); ``now`` is seconds since the epoch;
+    ``index`` is the position of the limit it describes among the limits of the call."""
 
 def denied_body(decision: Decision) -> bytes:
     """The JSON body of a 429: ``{"detail":"Rate limit exceeded: 10 per 1 minute","retry_after":60}``."""
@@ -352,9 +369,9 @@ class Limiter:
         """Checks several ``(key, rate)`` or ``(key, rate, cost)`` limits as one request (``None`` = this
         limiter's rates): each takes its own cost (``cost`` where the item names none), all are charged only
         if all pass, and a ``(key, rate)`` named twice is one counter, charged once at the larger cost.
-        Returns the decision of the tightest limit. A cost above its own limit's rate raises
-        ``CostExceedsLimitError``; an item's cost that is not an int raises ``TypeError``, one below 1
-        ``ValueError``."""
+        Returns the decision of the tightest limit, whose ``index`` is that limit's position in ``limits``. A
+        cost above its own limit's rate raises ``CostExceedsLimitError``; an item's cost that is not an int
+        raises ``TypeError``, one below 1 ``ValueError``."""
     def sweep(self) -> int:
         """Drops keys whose state is that of a fresh key; returns how many."""
     def now(self) -> float:

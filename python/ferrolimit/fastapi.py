@@ -489,12 +489,10 @@ def _refusal(scope: Scope, decision: Decision, name: str) -> Exception:
 
 
 def _binding(limits: list[tuple[str, str, Quota, int]], decision: Decision) -> tuple[str, str]:
-    """The name and key of the limit whose rate bound ``decision``."""
-    if len(limits) > 1:
-        for name, key, quota, _ in limits:
-            if any(limit == decision.limit and window == decision.window for limit, window in quota.rates):
-                return name, key
-    return limits[0][0], limits[0][1]
+    """The name and key of the limit that bound ``decision`` (the first, if a custom limiter names none of them)."""
+    index = decision.index
+    name, key, _, _ = limits[index] if 0 <= index < len(limits) else limits[0]
+    return name, key
 
 
 async def _handle_exceeded(request: Request, exc: RateLimitExceeded) -> Response:

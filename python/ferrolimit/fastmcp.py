@@ -503,11 +503,6 @@ class _RequestCharge:
 _request_charge: ContextVar[_RequestCharge | None] = ContextVar("ferrolimit_request_charge", default=None)
 
 
-def _binds(quota: Quota, decision: Decision) -> bool:
-    """Whether ``decision`` is that of one of ``quota``'s rates."""
-    return any(limit == decision.limit and window == decision.window for limit, window in quota.rates)
-
-
 def _every_request_refusal(decision: Decision, client_id: str) -> RateLimitError:
     retry_after = _retry_after_s(decision)
     return RateLimitError(
@@ -592,11 +587,13 @@ class ToolRateLimitingMiddleware(Middleware):
         if rule.quota is None and every_request is None:
             return
         client_id = await _client_id(self.get_client_id or self._default_identity, context)
+        # every_request first: of two equally spent limits the decision names the first, and every_request is
+        # charged whatever the call's own limit is charged, and more.
         limits: list[tuple[str, Quota | None]] = []
-        if rule.quota is not None:
-            limits.append((f"{rules.kind}:{rule.bucket}:{client_id}", rule.quota))
         if every_request is not None:
             limits.append((f"request:{client_id}", every_request))
+        if rule.quota is not None:
+            limits.append((f"{rules.kind}:{rule.bucket}:{client_id}", rule.quota))
         try:
             decision = await _check(self.limiter, limits, rule.cost)
         except CostExceedsLimitError:
@@ -605,10 +602,8 @@ class ToolRateLimitingMiddleware(Middleware):
             ) from None
         if decision.allowed:
             return
-        # The decision is that of the limit that ran out (the longer wait if both did). When both limits have
-        # its rate, every_request is named: it is charged whatever the call's own limit is charged, and more,
-        # so it is at least as spent.
-        if every_request is not None and (rule.quota is None or _binds(every_request, decision)):
+        # The decision is that of the limit that ran out (the longer wait if both did), at its position.
+        if every_request is not None and decision.index == 0:
             raise _every_request_refusal(decision, client_id)
         retry_after = _retry_after_s(decision)
         raise RateLimitError(

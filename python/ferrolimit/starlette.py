@@ -267,7 +267,7 @@ class BackendLimiter:
 
     async def hit_many_async(self, limits: Sequence[_Limit], cost: int = 1) -> Decision:
         tightest: Decision | None = None
-        for key, quota, *own_cost in limits:
+        for index, (key, quota, *own_cost) in enumerate(limits):
             if quota is None:
                 raise ValueError("a custom backend needs every limit's rate")
             # The backend takes a cost per call, so a limit with its own cost is simply asked for that cost.
@@ -284,6 +284,7 @@ class BackendLimiter:
                     retry_after=max(0.0, getattr(result, "retry_after_ms", 0) / 1000),
                     window=window,
                     now=now,
+                    index=index,
                 )
                 if tightest is None or _tighter(decision, tightest):
                     tightest = decision
@@ -623,9 +624,11 @@ class RateLimitMiddleware:
                     break
             else:
                 path_rule = None
-        rules = [self._default] if self._default is not None else []
-        if path_rule is not None:
-            rules.append(path_rule)
+        # The path's own rule first: of equally tight limits a decision names the first, and the path's is the
+        # more specific name for logs, counts and the IETF fields.
+        rules = [path_rule] if path_rule is not None else []
+        if self._default is not None:
+            rules.append(self._default)
         return rules
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -689,7 +692,7 @@ class RateLimitMiddleware:
             rules = matched
             limits = [(f"{rule.name}:{client_key}", rule.quota) for rule in rules]
             decision = await _decide(engine.limiter, limits, self._cost)
-        rule = rules[0] if len(rules) == 1 else self._binding(rules, decision)
+        rule = rules[decision.index] if 0 <= decision.index < len(rules) else rules[0]
         refuse = engine.settle(decision, self._counts[rule.name], engine.dry_run, rule.name, client_key)
         pending, send = attach(scope, send)
         if decision.allowed or refuse:
@@ -702,14 +705,6 @@ class RateLimitMiddleware:
             await response(scope, receive, send)
         else:
             await _refuse_websocket(scope, receive, send, decision)
-
-    @staticmethod
-    def _binding(rules: list[_Rule], decision: Decision) -> _Rule:
-        """The rule whose rate bound the decision (for its name in logs, counts and the IETF fields)."""
-        for rule in reversed(rules):
-            if any(limit == decision.limit and window == decision.window for limit, window in rule.quota.rates):
-                return rule
-        return rules[0]
 
 
 async def _refuse_websocket(scope: Scope, receive: Receive, send: Send, decision: Decision) -> None:

@@ -46,6 +46,7 @@ impl Concurrency {
             reset_after_ns: wait_ns,
             retry_after_ns: wait_ns,
             period_ns: self.retry_after_ns,
+            index: 0,
         }
     }
 

@@ -79,6 +79,7 @@ pub(crate) fn decision(
         reset_after_ns,
         retry_after_ns,
         period_ns: rate.period_ns(),
+        index: 0,
     }
 }
 

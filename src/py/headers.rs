@@ -290,9 +290,10 @@ fn duration_ns(seconds: f64, what: &str) -> PyResult<u64> {
 }
 
 /// A `Decision` from numbers a limiter written in Python reported (a custom `backend=`), so it gets the
-/// same headers and body. Times are seconds; `now` is seconds since the epoch.
+/// same headers and body. Times are seconds; `now` is seconds since the epoch; `index` is the position of
+/// the limit it describes among the limits of the call.
 #[pyfunction]
-#[pyo3(signature = (*, allowed, limit, remaining, reset_after, retry_after, window, now))]
+#[pyo3(signature = (*, allowed, limit, remaining, reset_after, retry_after, window, now, index = 0))]
 #[allow(clippy::too_many_arguments)]
 pub fn decision_from(
     allowed: bool,
@@ -302,6 +303,7 @@ pub fn decision_from(
     retry_after: f64,
     window: f64,
     now: f64,
+    index: usize,
 ) -> PyResult<Decision> {
     let core = decision::Decision {
         allowed,
@@ -314,6 +316,7 @@ pub fn decision_from(
             duration_ns(retry_after, "retry_after")?
         },
         period_ns: duration_ns(window, "window")?,
+        index,
     };
     Ok(Decision::from_core(core, duration_ns(now, "now")?))
 }

@@ -241,18 +241,25 @@ impl Decision {
 
 #[pymethods]
 impl Decision {
+    /// The position, among the limits of the call, of the limit that bound the decision.
+    #[getter]
+    fn index(&self) -> usize {
+        self.core.index
+    }
+
     fn __bool__(&self) -> bool {
         self.allowed
     }
 
     fn __repr__(&self) -> String {
         format!(
-            "Decision(allowed={}, limit={}, remaining={}, reset_after={}, retry_after={})",
+            "Decision(allowed={}, limit={}, remaining={}, reset_after={}, retry_after={}, index={})",
             if self.allowed { "True" } else { "False" },
             self.limit,
             self.remaining,
             self.reset_after,
-            self.retry_after
+            self.retry_after,
+            self.core.index
         )
     }
 }

@@ -76,12 +76,13 @@ struct Shard<S> {
     full_swept_at: Option<u64>,
 }
 
-/// One limit of a decision: whose key, under which algorithm (and so which rate), and the units a request
-/// takes from it.
+/// One limit of a decision: whose key, under which algorithm (and so which rate), the units a request
+/// takes from it, and the caller's position of the limit it checks (the decision's `index` when it binds).
 pub struct Check<A> {
     pub key: KeyHash,
     pub algorithm: A,
     pub cost: u64,
+    pub index: usize,
 }
 
 /// A shard's index and its held lock.
@@ -174,7 +175,8 @@ impl<S: Default + Clone + Send> MemoryStore<S> {
     }
 
     /// Checks every limit and, if `commit` and all pass, applies them, atomically. Returns the decision of
-    /// the limit that binds tightest. `checks` must not be empty, and each check's cost fits its rate.
+    /// the limit that binds tightest (of equally tight ones, the first), carrying its check's `index`.
+    /// `checks` must not be empty, and each check's cost fits its rate.
     pub fn decide<A: Algorithm<State = S>>(&self, checks: &[Check<A>], now: u64, commit: bool) -> Decision {
         if let [single] = checks {
             let mut shard = self.shards[self.shard_of(single.key)].lock();
@@ -204,7 +206,10 @@ impl<S: Default + Clone + Send> MemoryStore<S> {
             let shard_index = self.shard_of(check.key);
             let shard = Self::find(locked, shard_index);
             let stored = shard.map.get(&check.key);
-            let mut decision = check.algorithm.check(stored.unwrap_or(&fresh), now, check.cost);
+            let mut decision = Decision {
+                index: check.index,
+                ..check.algorithm.check(stored.unwrap_or(&fresh), now, check.cost)
+            };
             if stored.is_none() && commit && decision.allowed {
                 new_keys_per_shard[shard_index] += 1;
                 let algorithm = &check.algorithm;
@@ -286,9 +291,13 @@ impl<S: Default + Clone + Send> MemoryStore<S> {
     /// The standing of one limit now, changing nothing.
     pub fn inspect<A: Algorithm<State = S>>(&self, check: &Check<A>, now: u64) -> Decision {
         let shard = self.shards[self.shard_of(check.key)].lock();
-        match shard.map.get(&check.key) {
+        let decision = match shard.map.get(&check.key) {
             Some(state) => check.algorithm.inspect(state, now),
             None => check.algorithm.inspect(&S::default(), now),
+        };
+        Decision {
+            index: check.index,
+            ..decision
         }
     }
 
@@ -358,6 +367,7 @@ mod tests {
                 key: store.key_hash(key, rate),
                 algorithm: A::new(rate),
                 cost: 1,
+                index: 0,
             }],
             now,
             true,
@@ -373,11 +383,13 @@ mod tests {
                     key: store.key_hash("ip:1", rate("2/min")),
                     algorithm: Gcra::new(rate("2/min")),
                     cost: 1,
+                    index: 0,
                 },
                 Check {
                     key: store.key_hash("user:7", rate("5/min")),
                     algorithm: Gcra::new(rate("5/min")),
                     cost: 1,
+                    index: 1,
                 },
             ]
         };
@@ -408,11 +420,13 @@ mod tests {
                     key: store.key_hash("global", rate("10/min")),
                     algorithm: Gcra::new(rate("10/min")),
                     cost: 1,
+                    index: 0,
                 },
                 Check {
                     key: store.key_hash("export", rate("100/min")),
                     algorithm: Gcra::new(rate("100/min")),
                     cost: 60,
+                    index: 1,
                 },
             ]
         };

@@ -710,11 +710,13 @@ fn script_text(kind: AlgorithmKind) -> String {
     [include_str!("lua/prelude.lua"), algorithm, include_str!("lua/main.lua")].concat()
 }
 
-/// A limit of one call: the Redis key, its rate and the units the call takes from it.
+/// A limit of one call: the Redis key, its rate, the units the call takes from it, and the caller's position
+/// of the limit that named it first (a decision's `index`).
 struct Limit {
     name: String,
     rate: Rate,
     cost: u64,
+    index: usize,
 }
 
 impl RedisLimiter {
@@ -763,16 +765,21 @@ impl RedisLimiter {
     }
 
     /// One limit per distinct Redis key: the same counter named twice in one call is charged once, at the
-    /// largest cost named for it, as in memory.
+    /// largest cost named for it, and reported as the first limit that named it, as in memory.
     fn limits(&self, limits: &[CostedLimit<'_>]) -> Vec<Limit> {
         let mut resolved: Vec<Limit> = Vec::with_capacity(limits.iter().map(|(_, rates, _)| rates.len()).sum());
-        for &(key, rates, cost) in limits {
+        for (index, &(key, rates, cost)) in limits.iter().enumerate() {
             for &rate in rates {
                 let name = self.key_name(key, rate);
                 if let Some(limit) = resolved.iter_mut().find(|limit| limit.name == name) {
                     limit.cost = limit.cost.max(cost);
                 } else {
-                    resolved.push(Limit { name, rate, cost });
+                    resolved.push(Limit {
+                        name,
+                        rate,
+                        cost,
+                        index,
+                    });
                 }
             }
         }
@@ -793,9 +800,12 @@ impl RedisLimiter {
                 limit.cost = 1;
             }
         }
+        // The positions are part of the key: a cached denial names the limit that bound it by position.
         let cache_key = (mode == Mode::Hit && self.options.deny_cache_size > 0).then(|| {
             let mut text = String::new();
             for limit in &resolved {
+                text.push_str(&limit.index.to_string());
+                text.push(' ');
                 text.push_str(&limit.cost.to_string());
                 text.push(' ');
                 text.push_str(&limit.name);
@@ -965,6 +975,8 @@ impl RedisLimiter {
             }
         }
         let now_ns = outcomes[0].now_ns;
+        // The groups go by slot; in the caller's order, equally tight limits name the first, as on one node.
+        outcomes.sort_unstable_by_key(|outcome| outcome.decision.index);
         let decision = Decision::tightest(outcomes.into_iter().map(|outcome| outcome.decision)).expect("a group");
         Ok(Outcome {
             decision,
@@ -1012,6 +1024,7 @@ impl RedisLimiter {
                 reset_after_ns: micros(fields[2]),
                 retry_after_ns: micros(fields[3]),
                 period_ns: limit.rate.period_ns(),
+                index: limit.index,
             }
         });
         Ok(Outcome {
@@ -1022,12 +1035,13 @@ impl RedisLimiter {
     }
 
     fn fall_back(&self, limits: &[CostedLimit<'_>], resolved: &[Limit], mode: Mode) -> Outcome {
-        // Failing open, the limit reported is the one a fresh request would leave least of.
+        // Allowing or denying without Redis, the limit reported is the one a fresh request would leave least of
+        // (of equals, the longest period, then the first named); the memory limiter reports its own binding one.
         let taken = |limit: &Limit| if mode == Mode::Peek { 0 } else { limit.cost };
-        let (tightest, taken) = resolved
+        let (tightest, taken, index) = resolved
             .iter()
-            .map(|limit| (limit.rate, taken(limit)))
-            .min_by_key(|&(rate, taken)| (rate.limit() - taken, std::cmp::Reverse(rate.period_ns())))
+            .map(|limit| (limit.rate, taken(limit), limit.index))
+            .min_by_key(|&(rate, taken, index)| (rate.limit() - taken, std::cmp::Reverse(rate.period_ns()), index))
             .expect("a limit");
         let (decision, now_ns) = match self.options.on_backend_error {
             OnBackendError::Memory => match mode {
@@ -1047,6 +1061,7 @@ impl RedisLimiter {
                     reset_after_ns: 0,
                     retry_after_ns: 0,
                     period_ns: tightest.period_ns(),
+                    index,
                 },
                 self.fallback.now_ns(),
             ),
@@ -1061,6 +1076,7 @@ impl RedisLimiter {
                         reset_after_ns: retry_after_ns,
                         retry_after_ns,
                         period_ns: tightest.period_ns(),
+                        index,
                     },
                     self.fallback.now_ns(),
                 )
