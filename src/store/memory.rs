@@ -360,18 +360,25 @@ mod tests {
         parse_rates(text).unwrap()[0]
     }
 
-    fn hit<A: Algorithm>(store: &MemoryStore<A::State>, key: &str, rate_text: &str, now: u64) -> Decision {
+    /// The check of `key` under `rate_text` at `cost`, as the caller's limit number `index`.
+    fn check<A: Algorithm>(
+        store: &MemoryStore<A::State>,
+        key: &str,
+        rate_text: &str,
+        cost: u64,
+        index: usize,
+    ) -> Check<A> {
         let rate = rate(rate_text);
-        store.decide(
-            &[Check {
-                key: store.key_hash(key, rate),
-                algorithm: A::new(rate),
-                cost: 1,
-                index: 0,
-            }],
-            now,
-            true,
-        )
+        Check {
+            key: store.key_hash(key, rate),
+            algorithm: A::new(rate),
+            cost,
+            index,
+        }
+    }
+
+    fn hit<A: Algorithm>(store: &MemoryStore<A::State>, key: &str, rate_text: &str, now: u64) -> Decision {
+        store.decide(&[check::<A>(store, key, rate_text, 1, 0)], now, true)
     }
 
     #[test]
@@ -379,18 +386,8 @@ mod tests {
         let store = MemoryStore::<u64>::new(1000, OnFull::Allow);
         let checks = |store: &MemoryStore<u64>| {
             vec![
-                Check {
-                    key: store.key_hash("ip:1", rate("2/min")),
-                    algorithm: Gcra::new(rate("2/min")),
-                    cost: 1,
-                    index: 0,
-                },
-                Check {
-                    key: store.key_hash("user:7", rate("5/min")),
-                    algorithm: Gcra::new(rate("5/min")),
-                    cost: 1,
-                    index: 1,
-                },
+                check::<Gcra>(store, "ip:1", "2/min", 1, 0),
+                check::<Gcra>(store, "user:7", "5/min", 1, 1),
             ]
         };
         assert_eq!(store.decide(&checks(&store), 0, true).remaining, 1);
@@ -416,18 +413,8 @@ mod tests {
         let store = MemoryStore::<u64>::new(1000, OnFull::Allow);
         let checks = |store: &MemoryStore<u64>| {
             vec![
-                Check {
-                    key: store.key_hash("global", rate("10/min")),
-                    algorithm: Gcra::new(rate("10/min")),
-                    cost: 1,
-                    index: 0,
-                },
-                Check {
-                    key: store.key_hash("export", rate("100/min")),
-                    algorithm: Gcra::new(rate("100/min")),
-                    cost: 60,
-                    index: 1,
-                },
+                check::<Gcra>(store, "global", "10/min", 1, 0),
+                check::<Gcra>(store, "export", "100/min", 60, 1),
             ]
         };
         assert_eq!(store.decide(&checks(&store), 0, true).remaining, 9);
