@@ -648,19 +648,28 @@ def test_two_server_instances_share_tool_limits_through_redis(redis_server: Redi
     assert redis_server.command("KEYS", prefix + "*"), "the counters live in Redis"
 
 
-def test_two_drop_in_instances_share_a_bucket_through_redis(redis_server: RedisServer, clock: FakeClock) -> None:
+@pytest.mark.parametrize(
+    ("refill_rate", "wait_s", "retry_after"),
+    [(0.001, 0, 1000.0), (0, 9 * 365 * 86400, None)],  # the second bucket never refills: no time to name
+    ids=["refills", "never-refills"],
+)
+def test_two_drop_in_instances_share_a_bucket_through_redis(
+    refill_rate: float, wait_s: float, retry_after: float | None, redis_server: RedisServer, clock: FakeClock
+) -> None:
     prefix = f"t-{uuid.uuid4().hex[:12]}:"
+    url = redis_server.url
     first = echo_server(
-        ours.RateLimitingMiddleware(0.001, 4, fixed_id, storage=redis_server.url, key_prefix=prefix, clock=clock)
+        ours.RateLimitingMiddleware(refill_rate, 4, fixed_id, storage=url, key_prefix=prefix, clock=clock)
     )
     second = echo_server(
-        ours.RateLimitingMiddleware(0.001, 4, fixed_id, redis_url=redis_server.url, key_prefix=prefix, clock=clock)
+        ours.RateLimitingMiddleware(refill_rate, 4, fixed_id, redis_url=url, key_prefix=prefix, clock=clock)
     )
 
     async def scenario() -> tuple[list[Outcome], Any]:
         seen: list[Outcome] = []
         async with Client(first, mode="legacy") as one:  # 1
             seen.append(await outcome(one.call_tool_mcp("render", {})))  # 3: the call and the client's listing
+            clock.advance(wait_s)
             async with Client(second, mode="legacy") as other:  # 4
                 seen.append(await outcome(other.call_tool_mcp("render", {})))
             with pytest.raises(mcp.MCPError) as caught:
@@ -669,34 +678,7 @@ def test_two_drop_in_instances_share_a_bucket_through_redis(redis_server: RedisS
 
     assert asyncio.run(scenario()) == (
         ["ok", (-32000, "Rate limit exceeded for client: agent-7")],
-        {"retry_after": 1000.0},
-    )
-
-
-def test_a_bucket_that_never_refills_is_shared_through_redis(redis_server: RedisServer, clock: FakeClock) -> None:
-    prefix = f"t-{uuid.uuid4().hex[:12]}:"
-
-    def replica() -> FastMCP:
-        return echo_server(
-            ours.RateLimitingMiddleware(0, 4, fixed_id, redis_url=redis_server.url, key_prefix=prefix, clock=clock)
-        )
-
-    first, second = replica(), replica()
-
-    async def scenario() -> tuple[list[Outcome], Any]:
-        seen: list[Outcome] = []
-        async with Client(first, mode="legacy") as one:  # 1
-            seen.append(await outcome(one.call_tool_mcp("render", {})))  # 3: the call and the client's listing
-            clock.advance(9 * 365 * 86400)
-            async with Client(second, mode="legacy") as other:  # 4
-                seen.append(await outcome(other.call_tool_mcp("render", {})))
-            with pytest.raises(mcp.MCPError) as caught:
-                await one.call_tool_mcp("render", {})
-        return seen, caught.value.data
-
-    assert asyncio.run(scenario()) == (
-        ["ok", (-32000, "Rate limit exceeded for client: agent-7")],
-        {"retry_after": None},
+        {"retry_after": retry_after},
     )
 
 
