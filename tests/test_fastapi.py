@@ -354,6 +354,45 @@ def test_unnamed_limits_in_routers_use_the_full_template(clock: FakeClock) -> No
     assert responses["429"]["description"] == "Too Many Requests: a rate limit was exceeded"
 
 
+def test_unnamed_limits_of_mounted_apps_are_named_with_the_mount_path(clock: FakeClock) -> None:
+    # Two versions of an API mounted side by side, with the same route templates: each endpoint has its own
+    # quota, and so does one app mounted at two paths. `root_path` (uvicorn --root-path) is not part of it.
+    limiter = FastLimit(clock=clock)
+    app = make_app(limiter)
+
+    def version(number: int) -> FastAPI:
+        sub = FastAPI()
+
+        @sub.get("/items/{item_id}", dependencies=[rate_limit("1/min")])
+        async def item(item_id: int) -> dict[str, int]:
+            return {"version": number, "id": item_id}
+
+        return sub
+
+    shared = version(3)
+    app.mount("/v1", version(1))
+    app.mount("/v2", version(2))
+    app.mount("/v3", shared)
+    app.mount("/latest", shared)
+
+    @app.get("/items/{item_id}", dependencies=[rate_limit("1/min")])
+    async def item(item_id: int) -> dict[str, int]:
+        return {"version": 0, "id": item_id}
+
+    client = TestClient(app, root_path="/api")
+    for path in ("/v1/items", "/v2/items", "/v3/items", "/latest/items", "/items"):
+        assert [client.get(f"/api{path}/{n}").status_code for n in range(2)] == [200, 429], path
+    assert sorted(limiter.stats()) == [
+        "GET /items/{item_id}",
+        "GET /latest/items/{item_id}",
+        "GET /v1/items/{item_id}",
+        "GET /v2/items/{item_id}",
+        "GET /v3/items/{item_id}",
+    ]
+    assert client.get("/api/v3/items/9").status_code == 429, "still its own quota after the other mount was used"
+    assert client.get("/api/latest/items/9").status_code == 429
+
+
 def test_exempt_ips_and_networks(clock: FakeClock) -> None:
     app = make_app(FastLimit(exempt_ips={"127.0.0.1", "10.0.0.0/8"}, clock=clock))
 

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from ferrolimit._core import AddressSet
-from ferrolimit.keys import NO_CLIENT, ClientIdentifier, IPSet, route_name
+from ferrolimit.keys import NO_CLIENT, ClientIdentifier, IPSet, mount_path, route_name
 
 
 def raw(**headers: str) -> list[tuple[bytes, bytes]]:
@@ -184,6 +184,12 @@ def test_route_name_is_the_template() -> None:
 
     assert route_name({"route": Route(), "path": "/users/7"}) == "/users/{id}"
     assert route_name({"path": "/users/7"}) is None
+    # Under Mounts at /v1 then /admin, behind `--root-path /api`: the mounts' path, not the root path.
+    mounted = {"route": Route(), "root_path": "/api/v1/admin", "app_root_path": "/api"}
+    assert mount_path(mounted) == "/v1/admin"
+    assert route_name(mounted) == "/v1/admin/users/{id}"
+    assert mount_path({"root_path": "/api"}) == "", "no Mount: the root path alone"
+    assert mount_path({"root_path": "/other", "app_root_path": "/api"}) == "", "a root path an app replaced"
 
 
 _TOKENS = [

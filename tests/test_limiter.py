@@ -618,7 +618,7 @@ def test_charges_let_exempt_clients_through_untouched(clock: FakeClock) -> None:
     assert len(limiter) == 1 and counts.allowed == 1
 
     charges, route, engine = RouteCharges(), object(), object()
-    charges.set(route, engine, charge)
+    charges.set(route, engine, charge, "")
     for peer in ["192.0.2.9", "2001:db8::7", "198.51.100.1"]:
         pending = Pending()
         assert charges.admit({"client": (peer, 1), "route": route, _SCOPE_ENGINE: engine, _SCOPE_PENDING: pending})
@@ -652,7 +652,7 @@ def test_route_charges_admit_only_the_route_and_limiter_they_were_set_for(clock:
     charge = Charge(Limiter("2/min", clock=clock), "r:", None, 1, HeaderRenderer(), "r", counts, resolver)
     charges = RouteCharges()
     route, engine = object(), object()
-    charges.set(route, engine, charge)
+    charges.set(route, engine, charge, "")
     assert len(charges) == 1
 
     def scope(**changes: Any) -> dict[str, Any]:
@@ -683,7 +683,7 @@ def test_route_charges_admit_only_the_route_and_limiter_they_were_set_for(clock:
     decision, client_key = refused
     assert isinstance(decision, Decision) and not decision.allowed and client_key == "10.0.0.1"
     assert counts.allowed == 3
-    charges.set(route, engine, None)
+    charges.set(route, engine, None, "")
     assert len(charges) == 0 and charges.admit(scope()) is None
     counts.add(limited=1, dry_run_limited=2)
     assert counts.as_dict() == {"allowed": 3, "limited": 1, "dry_run_limited": 2}

@@ -203,8 +203,9 @@ class RouteCharges:
     the common case applies. Bounded by the number of routes."""
 
     def __new__(cls) -> Self: ...
-    def set(self, route: object, engine: object, charge: Charge | None) -> None:
-        """Charges ``charge`` for ``route`` served by ``engine`` from now on; None forgets the route."""
+    def set(self, route: object, engine: object, charge: Charge | None, mount: str) -> None:
+        """Charges ``charge`` for ``route`` served by ``engine`` and reached under the mount path ``mount`` from
+        now on; None forgets the route."""
     def admit(self, scope: Any) -> Literal[True] | tuple[Decision, str] | None:
         """The dependency's whole common path: True when the request's route has a charge here for the scope's
         ``FastLimit``, its client is resolved, and the charge allowed it; ``(decision, client key)`` when the charge

@@ -43,7 +43,7 @@ from ferrolimit._core import (
     exceeded_detail,
     header_layer,
 )
-from ferrolimit.keys import matched_route
+from ferrolimit.keys import matched_route, mount_path
 from ferrolimit.starlette import (
     _ENGINE,
     _PENDING,
@@ -161,8 +161,9 @@ class FastLimit(_Engine):
         if user_id_func is not None and not callable(user_id_func):
             raise TypeError("user_id_func must be a callable taking the request")
         self.user_id_func = user_id_func
-        self._route_names: dict[int, tuple[object, str]] = {}
-        self._route_limits: dict[int, tuple[object, tuple[tuple[RateLimit, ...], str]]] = {}
+        # By route (its id, with the route kept to confirm it) and the path of the mounts it was reached through.
+        self._route_names: dict[int, tuple[object, str, str]] = {}
+        self._route_limits: dict[int, tuple[object, str, tuple[tuple[RateLimit, ...], str]]] = {}
 
     def init_app(self, app: FastAPI) -> None:
         """Attaches this limiter to ``app``: its 429 handler, the layer that writes headers on every response
@@ -204,33 +205,37 @@ class FastLimit(_Engine):
         return response
 
     def route_name(self, scope: Scope) -> str:
-        """The name of an unnamed limit: the methods and template of the route (``GET /users/{id}``)."""
+        """The name of an unnamed limit: the methods and template of the route (``GET /users/{id}``), after the
+        path of the mounts it is under (``GET /v1/users/{id}`` in an app mounted at ``/v1``)."""
         route = matched_route(scope)
         if route is None:
             return "default"
+        mount = mount_path(scope)
         cached = self._route_names.get(id(route))
-        if cached is not None and cached[0] is route:
-            return cached[1]
+        if cached is not None and cached[0] is route and cached[1] == mount:
+            return cached[2]
         template = getattr(route, "path_format", None) or getattr(route, "path", "") or "default"
         methods = getattr(route, "methods", None)
-        name = f"{','.join(sorted(methods))} {template}" if methods else str(template)
-        self._route_names[id(route)] = (route, name)
+        template = f"{mount}{template}"
+        name = f"{','.join(sorted(methods))} {template}" if methods else template
+        self._route_names[id(route)] = (route, mount, name)
         return name
 
     def route_limits(self, scope: Scope) -> "tuple[tuple[RateLimit, ...], str]":
         """Every rate-limit dependency of the matched route (app, router, route and nested ones), in order, and
         the route's name for unnamed limits."""
         route = matched_route(scope)
+        mount = mount_path(scope)
         cached = self._route_limits.get(id(route))
-        if cached is not None and cached[0] is route:
-            return cached[1]
+        if cached is not None and cached[0] is route and cached[1] == mount:
+            return cached[2]
         found: list[RateLimit] = []
         dependant = getattr(route, "dependant", None)
         if isinstance(dependant, Dependant):
             _collect(dependant, found)
         info = (tuple(found), self.route_name(scope))
         if route is not None:
-            self._route_limits[id(route)] = (route, info)
+            self._route_limits[id(route)] = (route, mount, info)
         return info
 
     async def check(self, request: Request, response: Response, rule: "RateLimitRule") -> None:
@@ -311,7 +316,7 @@ class RateLimit:
         self._plain = rule.ip_limit if plain and isinstance(rule.ip_limit, Quota) else None
         # Per matched route (by id, with the route and limiter kept to confirm it): what the common case
         # needs, or None where the route has other limits too and they must be charged together.
-        self._plans: dict[int, tuple[object, FastLimit, _Plan | None, _Direct | None]] = {}
+        self._plans: dict[int, tuple[object, FastLimit, str, _Plan | None, _Direct | None]] = {}
         # The routes whose check is one native call: a memory limiter, the client resolved natively.
         self._charges = RouteCharges()
         self.dependency = self._dependency()
@@ -335,7 +340,7 @@ class RateLimit:
                 await self(request, response)
                 return
             decision, client_key = decided
-            _, engine, _, direct = plans[id(request.scope["route"])]
+            _, engine, _, _, direct = plans[id(request.scope["route"])]
             assert direct is not None, "a route is charged natively only with its plan"
             charge, counts, name, dry_run = direct
             if engine.settle(decision, counts, dry_run, name, charge.prefix + client_key):
@@ -346,9 +351,10 @@ class RateLimit:
 
     def _plan(self, engine: "FastLimit", scope: Scope) -> "_Plan | None":
         route = matched_route(scope)
+        mount = mount_path(scope)
         cached = self._plans.get(id(route))
-        if cached is not None and cached[0] is route and cached[1] is engine:
-            return cached[2]
+        if cached is not None and cached[0] is route and cached[1] is engine and cached[2] == mount:
+            return cached[3]
         group, route_name = engine.route_limits(scope)
         plan = direct = None
         if self._plain is not None and group in ((), (self,)):
@@ -373,8 +379,10 @@ class RateLimit:
                 )
                 direct = (charge, counts, name, dry_run)
         if route is not None:
-            self._plans[id(route)] = (route, engine, plan, direct)
-            self._charges.set(route, engine, direct[0] if direct is not None else None)
+            # One app mounted at two paths: its routes' plan and charge follow the last path (the native call
+            # checks it, and leaves a request under the other path to this method).
+            self._plans[id(route)] = (route, engine, mount, plan, direct)
+            self._charges.set(route, engine, direct[0] if direct is not None else None, mount)
         return plan
 
     async def __call__(self, request: HTTPConnection, response: Response) -> None:

@@ -19,7 +19,7 @@ from typing import TypeAlias
 
 from ferrolimit._core import AddressSet, ClientResolver
 
-__all__ = ["NO_CLIENT", "ClientIdentifier", "IPSet", "matched_route", "route_name"]
+__all__ = ["NO_CLIENT", "ClientIdentifier", "IPSet", "matched_route", "mount_path", "route_name"]
 
 logger = logging.getLogger("ferrolimit")
 
@@ -312,10 +312,23 @@ def matched_route(scope: Mapping[str, object]) -> object | None:
     return route
 
 
+def mount_path(scope: Mapping[str, object]) -> str:
+    """The path of the ``Mount``s the request went through (``/v1`` inside an app mounted at ``/v1``), without
+    the server's root path (``uvicorn --root-path``); empty outside any mount."""
+    app_root = scope.get("app_root_path")
+    if not isinstance(app_root, str):
+        return ""  # set by Starlette's Mount alone
+    root = scope.get("root_path")
+    if not isinstance(root, str) or not root.startswith(app_root):
+        return ""
+    return root[len(app_root) :]
+
+
 def route_name(scope: Mapping[str, object]) -> str | None:
-    """The template of the route that matched (``/users/{id}``), never the concrete path; None before routing."""
+    """The template of the route that matched, after the path of the mounts it is under (``/users/{id}``, or
+    ``/v1/users/{id}`` in an app mounted at ``/v1``), never the concrete path; None before routing."""
     route = matched_route(scope)
     if route is None:
         return None
     template = getattr(route, "path_format", None) or getattr(route, "path", None)
-    return template if isinstance(template, str) else None
+    return mount_path(scope) + template if isinstance(template, str) else None

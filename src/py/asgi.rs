@@ -419,12 +419,33 @@ impl std::hash::Hasher for AddressHasher {
 
 type ByAddress<V> = HashMap<usize, V, std::hash::BuildHasherDefault<AddressHasher>>;
 
-/// A route's entry: the route and the `FastLimit` it was planned for (both compared by identity), and its
-/// charge.
+/// A route's entry: the route and the `FastLimit` it was planned for (both compared by identity), the path of
+/// the mounts it was planned under (see `mount_path`), and its charge.
 struct RouteCharge {
     route: Py<PyAny>,
     engine: Py<PyAny>,
+    mount: String,
     charge: Py<Charge>,
+}
+
+/// The path of the `Mount`s a request went through: `root_path` after Starlette's `app_root_path`, which only a
+/// mount sets (as `ferrolimit.keys.mount_path`). None when the scope's values are not str.
+fn mount_path(scope: &Bound<'_, PyDict>) -> PyResult<Option<String>> {
+    let py = scope.py();
+    let Some(app_root) = scope.get_item(intern!(py, "app_root_path"))? else {
+        return Ok(Some(String::new()));
+    };
+    let Ok(app_root) = app_root.cast_into::<PyString>() else {
+        return Ok(Some(String::new()));
+    };
+    let root = scope.get_item(intern!(py, "root_path"))?;
+    let Some(root) = root.as_ref().and_then(|root| root.cast::<PyString>().ok()) else {
+        return Ok(Some(String::new()));
+    };
+    let (Ok(app_root), Ok(root)) = (app_root.to_str(), root.to_str()) else {
+        return Ok(None);
+    };
+    Ok(Some(root.strip_prefix(app_root).unwrap_or_default().to_owned()))
 }
 
 /// The charges of one FastAPI dependency, per matched route, for the routes where it is the only limit and
@@ -442,12 +463,20 @@ impl RouteCharges {
         RouteCharges::default()
     }
 
-    /// Charges `charge` for `route` served by `engine` from now on; None forgets the route.
-    #[pyo3(signature = (route, engine, charge))]
-    fn set(&self, route: &Bound<'_, PyAny>, engine: &Bound<'_, PyAny>, charge: Option<&Bound<'_, Charge>>) {
+    /// Charges `charge` for `route` served by `engine` and reached under the mount path `mount` from now on;
+    /// None forgets the route.
+    #[pyo3(signature = (route, engine, charge, mount))]
+    fn set(
+        &self,
+        route: &Bound<'_, PyAny>,
+        engine: &Bound<'_, PyAny>,
+        charge: Option<&Bound<'_, Charge>>,
+        mount: String,
+    ) {
         let entry = charge.map(|charge| RouteCharge {
             route: route.clone().unbind(),
             engine: engine.clone().unbind(),
+            mount,
             charge: charge.clone().unbind(),
         });
         // Swapped under the lock, dropped after it: no Python code runs while it is held.
@@ -485,10 +514,16 @@ impl RouteCharges {
         let Some(engine) = scope.get_item(intern!(py, SCOPE_ENGINE))? else {
             return Ok(None);
         };
+        // A request under another mount path than the charge's (one app mounted twice) goes the general way.
+        let Some(mount) = mount_path(scope)? else {
+            return Ok(None);
+        };
         let charge = {
             let routes = self.routes.lock();
             match routes.get(&(route.as_ptr() as usize)) {
-                Some(entry) if entry.route.is(&route) && entry.engine.is(&engine) => entry.charge.clone_ref(py),
+                Some(entry) if entry.route.is(&route) && entry.engine.is(&engine) && entry.mount == mount => {
+                    entry.charge.clone_ref(py)
+                }
                 _ => return Ok(None),
             }
         };
