@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -482,6 +483,35 @@ def test_the_async_methods_return_coroutines(store: str, redis_server: RedisServ
     assert asyncio.run(main()) == [True] * 4
     assert limiter.peek("k").remaining == 7, "three hits, each counted once"
     assert slots.peek("job").remaining == 2
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_an_async_call_never_awaited_warns_as_a_coroutine_does(store: str, redis_server: RedisServer) -> None:
+    """A forgotten `await` is the usual async mistake: a collected coroutine warns, and so do these. On Redis a
+    call made outside any event loop never ran at all: without the warning it would pass silently."""
+    url = redis_server.url if store == "redis" else "memory://"
+    limiter = Limiter("10/min", "gcra", url, key_prefix=prefix())
+    slots = ConcurrencyLimiter(2, url, key_prefix=prefix())
+    expected = "never ran" if store == "redis" else "its result was dropped"
+    for forgotten in (limiter.hit_async, slots.acquire_async, limiter.peek_async):
+        with pytest.warns(RuntimeWarning, match=f"ferrolimit: an \\*_async call was never awaited: .*{expected}"):
+            forgotten("k")  # type: ignore[unused-coroutine]  # the mistake under test
+            gc.collect()
+
+    async def main() -> None:
+        with pytest.warns(RuntimeWarning, match="its result was dropped"):
+            limiter.hit_async("in a loop")  # type: ignore[unused-coroutine]  # started at once
+            gc.collect()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert (await limiter.hit_async("k")).allowed
+            task = asyncio.create_task(limiter.hit_async("k"))
+            await task
+            limiter.hit_async("closed").close()  # as coroutine.close(): handled, no warning
+            gc.collect()
+
+    asyncio.run(main())
+    assert limiter.peek("k").remaining == (8 if store == "redis" else 7), "memory decided the forgotten call too"
 
 
 @pytest.mark.parametrize("policy", ["allow", "deny", "memory"])

@@ -60,7 +60,7 @@ where
                 .unbind(),
         )
     };
-    Ok(Bound::new(py, Call { state })?.into_any())
+    Ok(Bound::new(py, Call { state, awaited: false })?.into_any())
 }
 
 /// Starts `work` for `event_loop` and returns the asyncio future of its result.
@@ -77,6 +77,25 @@ where
             Python::attach(|py| done.into_py(py))
         }),
     }
+}
+
+/// Warns, as CPython does for a coroutine, that an awaitable of ferrolimit's was collected without being
+/// awaited: `what` says what was lost. Called from a destructor: an exception in flight is kept, and one the
+/// warning raises (warnings as errors) is reported as unraisable.
+pub(super) fn warn_never_awaited(what: &str) {
+    Python::try_attach(|py| {
+        let in_flight = PyErr::take(py);
+        let message = format!("ferrolimit: an *_async call was never awaited: {what}");
+        let warned = std::ffi::CString::new(message).map_err(|error| PyRuntimeError::new_err(error.to_string()));
+        let warned = warned
+            .and_then(|message| PyErr::warn(py, &py.get_type::<pyo3::exceptions::PyRuntimeWarning>(), &message, 1));
+        if let Err(error) = warned {
+            error.write_unraisable(py, None);
+        }
+        if let Some(in_flight) = in_flight {
+            in_flight.restore(py);
+        }
+    });
 }
 
 /// The exception `throw(kind, value)` raises: `kind` itself if it is one, else `kind(value)` or `kind()`.
@@ -108,6 +127,19 @@ enum State {
 #[pyclass(module = "ferrolimit._core")]
 pub struct Call {
     state: State,
+    /// Whether anyone awaited it (or closed it), as a collected coroutine's warning goes by.
+    awaited: bool,
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        match self.state {
+            _ if self.awaited => {}
+            State::Unstarted(_) => warn_never_awaited("made outside an event loop, it never ran"),
+            State::Started(_) => warn_never_awaited("it ran, and its result was dropped"),
+            State::Finished => {}
+        }
+    }
 }
 
 #[pymethods]
@@ -125,6 +157,7 @@ impl Call {
     }
 
     fn send(&mut self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        self.awaited = true;
         let iterator = match std::mem::replace(&mut self.state, State::Finished) {
             State::Unstarted(work) => {
                 let event_loop = py.import("asyncio")?.call_method0("get_running_loop")?;
@@ -152,6 +185,7 @@ impl Call {
         value: Option<&Bound<'_, PyAny>>,
         traceback: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
+        self.awaited = true;
         match std::mem::replace(&mut self.state, State::Finished) {
             State::Started(iterator) => {
                 // Only the arguments given: the three-argument form is deprecated from Python 3.12.
@@ -170,6 +204,7 @@ impl Call {
     }
 
     fn close(&mut self, py: Python<'_>) -> PyResult<()> {
+        self.awaited = true;
         if let State::Started(iterator) = std::mem::replace(&mut self.state, State::Finished) {
             iterator.bind(py).call_method0(intern!(py, "close"))?;
         }

@@ -180,6 +180,16 @@ pub(super) fn add_store_stats(store: &RedisStore, stats: &Bound<'_, PyDict>) -> 
 #[pyclass(module = "ferrolimit._core", frozen)]
 pub struct Ready {
     value: Py<PyAny>,
+    /// Whether anyone awaited it (or closed it), as a collected coroutine's warning goes by.
+    awaited: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for Ready {
+    fn drop(&mut self) {
+        if !*self.awaited.get_mut() {
+            bridge::warn_never_awaited("it was decided, and its result was dropped");
+        }
+    }
 }
 
 #[pymethods]
@@ -193,6 +203,7 @@ impl Ready {
     }
 
     fn __next__(&self, py: Python<'_>) -> PyResult<()> {
+        self.awaited.store(true, std::sync::atomic::Ordering::Relaxed);
         Err(PyStopIteration::new_err((self.value.clone_ref(py),)))
     }
 
@@ -201,7 +212,6 @@ impl Ready {
     }
 
     /// Nothing is awaited: the exception goes back to the caller as it came.
-    #[allow(clippy::unused_self)]
     #[pyo3(signature = (kind, value=None, _traceback=None))]
     fn throw(
         &self,
@@ -209,15 +219,24 @@ impl Ready {
         value: Option<&Bound<'_, PyAny>>,
         _traceback: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
+        self.awaited.store(true, std::sync::atomic::Ordering::Relaxed);
         Err(super::bridge::thrown(kind, value)?)
     }
 
-    #[allow(clippy::unused_self)]
-    fn close(&self) {}
+    fn close(&self) {
+        self.awaited.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 pub(super) fn ready<'py>(py: Python<'py>, value: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    Ok(Bound::new(py, Ready { value: value.unbind() })?.into_any())
+    Ok(Bound::new(
+        py,
+        Ready {
+            value: value.unbind(),
+            awaited: std::sync::atomic::AtomicBool::new(false),
+        },
+    )?
+    .into_any())
 }
 
 /// The cost an item of `hit_many` names as its third element.
