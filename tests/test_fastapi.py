@@ -919,3 +919,12 @@ def test_a_rate_the_algorithm_cannot_hold_fails_at_configuration_naming_the_rout
     FastLimit(algorithm="gcra", clock=clock).init_app(fine)
     with TestClient(fine) as client:
         assert client.get("/bulk").headers["x-ratelimit-remaining"] == "199999"
+
+
+def test_rate_limit_exceeded_reads_as_its_detail() -> None:
+    """fastlimit's RateLimitExceeded is an Exception whose text is its detail: an error handler or a log line
+    that prints it shows the detail, not "429: ..."."""
+    exc = RateLimitExceeded(retry_after=5, detail="slow down")
+    assert str(exc) == "slow down" and exc.args == ("slow down",)
+    assert (exc.retry_after, exc.detail, exc.limit, exc.reset_ms, exc.status_code) == (5, "slow down", None, None, 429)
+    assert str(RateLimitExceeded(7)) == "Too many requests."
