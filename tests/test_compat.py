@@ -93,6 +93,32 @@ def test_token_bucket_status(clock: FakeClock) -> None:
     assert limiter.get_status("u")["tokens_remaining"] == 9.0
 
 
+def test_bucket_status_counts_fractions_as_they_refill(clock: FakeClock) -> None:
+    """fastapi-advanced's README shows ``{"tokens_remaining": 7.5, ..., "utilization_pct": 25.0}``: the bucket
+    refills continuously, and its status says so between whole tokens."""
+    tokens = TokenBucketLimiter(capacity=10, fill_rate=1.0, clock=clock)
+    leaky = LeakyBucketLimiter(capacity=10, fill_rate=1.0, clock=clock)
+    for _ in range(3):
+        assert tokens.allow_request("u") and leaky.allow_request("u")
+    clock.advance(0.5)
+    assert tokens.get_status("u") == {
+        "tokens_remaining": 7.5,
+        "capacity": 10,
+        "fill_rate": 1.0,
+        "utilization_pct": 25.0,
+    }
+    assert leaky.get_status("u") == {
+        "water_level": 2.5,
+        "capacity": 10,
+        "fill_rate": 1.0,
+        "available": 7.5,
+        "utilization_pct": 25.0,
+    }
+    clock.advance(0.25)
+    assert tokens.get_status("u")["tokens_remaining"] == 7.75 and leaky.get_status("u")["water_level"] == 2.25
+    assert tokens.get_wait_time("u") == 0.0 and leaky.get_wait_time("u") == 0.0
+
+
 def test_leaky_bucket_status(clock: FakeClock) -> None:
     limiter = LeakyBucketLimiter(5, 1.0, clock=clock)
     for _ in range(4):

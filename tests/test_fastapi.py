@@ -958,3 +958,49 @@ def test_a_rate_the_algorithm_cannot_hold_fails_at_configuration_naming_the_rout
     FastLimit(algorithm="gcra", clock=clock).init_app(fine)
     with TestClient(fine) as client:
         assert client.get("/bulk").headers["x-ratelimit-remaining"] == "199999"
+
+
+def test_the_documented_custom_backend_imports_work(clock: FakeClock) -> None:
+    """fastlimit's guide writes a backend with `from fastlimit.backends import Backend, BackendResult` and
+    `from fastlimit.rules import BucketConfig`: with the import switched, the same backend runs."""
+    from ferrolimit.backends import Backend, BackendResult
+    from ferrolimit.rules import BucketConfig as RulesBucketConfig
+    from ferrolimit.rules import RateLimitRule, rule
+
+    class MyBackend:
+        async def check_and_increment(self, key: str, bucket: RulesBucketConfig, cost: int) -> BackendResult:
+            reset_ms = int(clock.now() * 1000) + bucket.window_sec * 1000
+            if key.endswith(":blocked"):
+                return BackendResult(
+                    allowed=False, limit=bucket.limit, remaining=0, reset_ms=reset_ms, retry_after_ms=30_000
+                )
+            return BackendResult(allowed=True, limit=bucket.limit, remaining=9, reset_ms=reset_ms)
+
+    assert isinstance(MyBackend(), Backend)
+    assert RulesBucketConfig is BucketConfig and isinstance(rule("10/min"), RateLimitRule)
+    app = make_app(FastLimit(backend=MyBackend(), clock=clock))
+
+    @app.get("/", dependencies=[rate_limit("10/min", key=lambda request: request.query_params.get("k"))])
+    async def root() -> dict[str, bool]:
+        return {"ok": True}
+
+    client = TestClient(app)
+    assert limits(client.get("/")) == (200, "10", "9", str(T0 + 60), None)
+    assert limits(client.get("/?k=blocked")) == (429, "10", "0", str(T0 + 60), "30")
+    result = BackendResult(allowed=True, limit=5, remaining=4, reset_ms=1)
+    assert (result.allowed, result.limit, result.remaining, result.reset_ms, result.retry_after_ms) == (
+        True,
+        5,
+        4,
+        1,
+        0,
+    )
+
+
+def test_rate_limit_exceeded_reads_as_its_detail() -> None:
+    """fastlimit's RateLimitExceeded is an Exception whose text is its detail: an error handler or a log line
+    that prints it shows the detail, not "429: ..."."""
+    exc = RateLimitExceeded(retry_after=5, detail="slow down")
+    assert str(exc) == "slow down" and exc.args == ("slow down",)
+    assert (exc.retry_after, exc.detail, exc.limit, exc.reset_ms, exc.status_code) == (5, "slow down", None, None, 429)
+    assert str(RateLimitExceeded(7)) == "Too many requests."

@@ -182,6 +182,11 @@ class _AdvancedLimiter(Limiter):
     def _utilization(self, used: float) -> float:
         return round(used / self.capacity * 100, 1)
 
+    def _level(self, identifier: object) -> float:
+        """The units in use now, to the hundredth, as a bucket counts them: the bucket is full again (or empty,
+        for a leaky bucket) after ``reset_after`` seconds at ``fill_rate`` units a second."""
+        return round(min(float(self.capacity), self.peek(self._key(identifier)).reset_after * self.fill_rate), 2)
+
     def get_status(self, identifier: object = None) -> dict[str, Any]:
         used = self._used(identifier)
         return {
@@ -193,14 +198,15 @@ class _AdvancedLimiter(Limiter):
 
 
 class TokenBucketLimiter(_AdvancedLimiter):
-    """``capacity`` tokens, refilled at ``fill_rate`` tokens per second; a new bucket starts full."""
+    """``capacity`` tokens, refilled at ``fill_rate`` tokens per second; a new bucket starts full. `get_status`
+    counts the tokens to the hundredth, as they refill (``7.5``); a request takes a whole one."""
 
     _algorithm = "token_bucket"
 
     def get_status(self, identifier: object = None) -> dict[str, Any]:
-        used = self._used(identifier)
+        used = self._level(identifier)
         return {
-            "tokens_remaining": float(self.capacity - used),
+            "tokens_remaining": round(self.capacity - used, 2),
             "capacity": self.capacity,
             "fill_rate": self.fill_rate,
             "utilization_pct": self._utilization(used),
@@ -224,17 +230,18 @@ class GCRALimiter(_AdvancedLimiter):
 
 
 class LeakyBucketLimiter(_AdvancedLimiter):
-    """A bucket of ``capacity`` that leaks ``fill_rate`` requests per second; a full bucket refuses."""
+    """A bucket of ``capacity`` that leaks ``fill_rate`` requests per second; a full bucket refuses. `get_status`
+    gives the water level to the hundredth, as it leaks (``2.5``)."""
 
     _algorithm = "leaky_bucket"
 
     def get_status(self, identifier: object = None) -> dict[str, Any]:
-        level = self._used(identifier)
+        level = self._level(identifier)
         return {
-            "water_level": float(level),
+            "water_level": level,
             "capacity": self.capacity,
             "fill_rate": self.fill_rate,
-            "available": float(self.capacity - level),
+            "available": round(self.capacity - level, 2),
             "utilization_pct": self._utilization(level),
         }
 

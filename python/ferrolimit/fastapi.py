@@ -8,7 +8,8 @@ Differences from fastlimit, on purpose (each is a fastlimit bug or gap):
 - Unnamed limits are keyed by route template (``GET /users/{id}``), so they behave the same in every worker
   and on every restart; ``name=``/``scope=`` shares one quota between routes.
 - Headers are on every response of a limited route: responses the handler returns itself, streaming
-  responses, and ``HTTPException`` raised after the check. ``Retry-After`` is rounded up, never down.
+  responses, and ``HTTPException`` raised after the check. ``Retry-After`` and ``X-RateLimit-Reset`` are
+  rounded up, never down.
 - ``user_id_func``, ``key=`` and ``error_handler`` may be sync or async.
 - An anonymous request on a ``user=``-only limit is limited by client address at the user rate instead
   of failing with a 500; sync ``def`` handlers work under ``@limit``.

@@ -143,7 +143,8 @@ class HeaderConfig:
 
 class RateLimitExceeded(HTTPException):
     """A request was refused. ``retry_after`` is whole seconds (rounded up, at least 1); ``decision`` is the
-    limiter's ``Decision``. fastlimit's ``(retry_after, detail, limit, reset_ms)`` are kept."""
+    limiter's ``Decision``. fastlimit's ``(retry_after, detail, limit, reset_ms)`` are kept, and as there the
+    exception reads as its detail (``str(exc)``, ``exc.args``), not as an ``HTTPException``'s ``"429: ..."``."""
 
     def __init__(
         self,
@@ -157,11 +158,15 @@ class RateLimitExceeded(HTTPException):
     ) -> None:
         # Retry-After rides on the exception too, for any HTTPException handler that answers instead of ours.
         super().__init__(status_code=429, detail=detail, headers={"Retry-After": str(max(1, math.ceil(retry_after)))})
+        self.args = (detail,)
         self.retry_after = retry_after
         self.limit = limit
         self.reset_ms = reset_ms
         self.decision = decision
         self.name = name
+
+    def __str__(self) -> str:
+        return str(self.detail)
 
     @classmethod
     def from_decision(cls, decision: Decision, name: str | None = None) -> RateLimitExceeded:
