@@ -122,6 +122,36 @@ impl OwnLeases {
     }
 }
 
+/// Lease ids: a random prefix and a count. A process forked from the one that made the limiter (gunicorn
+/// `--preload`) draws a prefix of its own on its first lease: with the inherited prefix and count, every
+/// worker would name its leases as its siblings do, and one worker's release would free another's lease.
+struct LeaseIds {
+    pid: u32,
+    prefix: String,
+    next: u64,
+}
+
+impl LeaseIds {
+    fn new() -> LeaseIds {
+        let mut random = [0_u8; 8];
+        getrandom::fill(&mut random).expect("the operating system's random source failed");
+        LeaseIds {
+            pid: std::process::id(),
+            prefix: format!("{:016x}", u64::from_le_bytes(random)),
+            next: 1,
+        }
+    }
+
+    fn next(&mut self) -> String {
+        if self.pid != std::process::id() {
+            *self = LeaseIds::new();
+        }
+        let id = format!("{}{:x}", self.prefix, self.next);
+        self.next += 1;
+        id
+    }
+}
+
 /// A concurrency limiter on Redis (see the module docs), with the local limiter as its fallback.
 pub struct RedisConcurrency {
     store: Arc<RedisStore>,
@@ -130,8 +160,7 @@ pub struct RedisConcurrency {
     fallback: Arc<LeaseLimiter>,
     algorithm: Concurrency,
     lease_us: u64,
-    id_prefix: String,
-    next_id: AtomicU64,
+    ids: Mutex<LeaseIds>,
     allowed: AtomicU64,
     denied: AtomicU64,
 }
@@ -140,8 +169,6 @@ impl RedisConcurrency {
     /// `fallback` sets the limit, the wait suggested when full and the lease duration, which must be set.
     pub fn new(store: Arc<RedisStore>, options: LimiterOptions, fallback: Arc<LeaseLimiter>) -> Self {
         let lease_ns = fallback.lease_ns().expect("leases on Redis expire");
-        let mut random = [0_u8; 8];
-        getrandom::fill(&mut random).expect("the operating system's random source failed");
         RedisConcurrency {
             store,
             script: Script::new(
@@ -155,8 +182,7 @@ impl RedisConcurrency {
             algorithm: fallback.algorithm(),
             fallback,
             lease_us: (lease_ns / NANOS_PER_MICRO).max(1),
-            id_prefix: format!("{:016x}", u64::from_le_bytes(random)),
-            next_id: AtomicU64::new(1),
+            ids: Mutex::new(LeaseIds::new()),
             allowed: AtomicU64::new(0),
             denied: AtomicU64::new(0),
         }
@@ -250,7 +276,7 @@ impl RedisConcurrency {
     /// policy, never returned; only a cost larger than the limit is.
     pub async fn acquire(&self, key: &str, cost: u64) -> Result<Taken, CostExceedsLimit> {
         self.fallback.check_cost(cost)?;
-        let id = format!("{}{:x}", self.id_prefix, self.next_id.fetch_add(1, Ordering::Relaxed));
+        let id = self.ids.lock().next();
         let taken = match self.call(key, cost, ACQUIRE, &id).await {
             Ok(reply) => {
                 let decision = Decision {
