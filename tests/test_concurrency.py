@@ -296,6 +296,17 @@ def test_the_cluster_holds_both_keys_of_a_key_in_one_slot(redis_cluster: RedisCl
     assert limiter.stats()["backend_errors"] == 0
 
 
+def test_the_empty_key_is_limited_on_a_cluster_like_any_other(redis_cluster: RedisCluster) -> None:
+    """A key read from a missing header or user id can be "": its two Redis keys still share one slot, so the
+    cluster runs the script instead of refusing it (CROSSSLOT) as a backend error."""
+    limiter = ConcurrencyLimiter(1, redis_cluster.url, key_prefix=prefix(), on_backend_error="deny")
+    lease = limiter.acquire_lease("")
+    assert lease.allowed and not limiter.acquire_lease("").allowed
+    lease.release()
+    assert limiter.peek("").remaining == 1 and limiter.acquire_lease("%").allowed, "'' and '%' are two keys"
+    assert limiter.stats()["backend_errors"] == 0
+
+
 WORKER = """
 import sys
 import redis
