@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -86,6 +87,42 @@ def test_a_block_that_raises_still_gives_its_slot_back(make: MakeConcurrency) ->
         with pytest.raises(RuntimeError, match="held already"):
             slot.__enter__()
     assert limiter.peek("k").remaining == 1
+
+
+def test_one_slot_entered_by_two_at_once_refuses_the_second(make: MakeConcurrency) -> None:
+    """A Slot shared by two tasks or threads: the second entry is refused while the first one's acquisition is
+    on its way to Redis, instead of replacing the first one's lease (which then went back while its block ran)."""
+    limiter = make(5)
+    slot = limiter.slot("k")
+    held_already = "this slot is held already: use one limiter.slot(...) per with block"
+
+    async def enter() -> str:
+        try:
+            async with slot:
+                await asyncio.sleep(0.05)
+                return f"ran with {(await limiter.peek_async('k')).remaining} free"
+        except RuntimeError as error:
+            return str(error)
+
+    async def main() -> list[str]:
+        return list(await asyncio.gather(enter(), enter()))
+
+    assert asyncio.run(main()) == ["ran with 4 free", held_already]
+
+    def enter_sync() -> str:
+        try:
+            with slot:
+                time.sleep(0.1)
+                return f"ran with {limiter.peek('k').remaining} free"
+        except RuntimeError as error:
+            return str(error)
+
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = sorted(pool.map(lambda _: enter_sync(), range(2)))
+    assert outcomes == ["ran with 4 free", held_already]
+    assert limiter.peek("k").remaining == 5
+    with slot:  # free again once left
+        assert limiter.peek("k").remaining == 4
 
 
 def test_costs_and_a_cost_above_the_limit(make: MakeConcurrency) -> None:
