@@ -543,6 +543,41 @@ def test_failure_policies_with_a_killed_server(policy: str, fresh_redis: RedisSe
     assert limiter.peek("after").remaining == 2
 
 
+@pytest.mark.parametrize("policy", ["allow", "deny", "memory"])
+def test_leases_lost_in_a_stall_give_their_slots_back_once_redis_answers(policy: str, fresh_redis: RedisServer) -> None:
+    """A paused Redis runs the acquisitions it was sent when it resumes, though their callers timed out and went
+    on without them; a release made while the breaker is open never reaches it. Neither may hold a slot until its
+    lease expires (a minute by default): the key would be full with nothing running."""
+    limiter = ConcurrencyLimiter(
+        2,
+        fresh_redis.url,
+        key_prefix=prefix(),
+        timeout_ms=int(TIMEOUT_S * 1000),
+        connect_timeout_ms=int(TIMEOUT_S * 1000),
+        on_backend_error=policy,
+        breaker_failures=2,
+        breaker_cooldown_ms=200,
+    )
+    held = limiter.acquire_lease("k")
+    assert held.allowed
+    fresh_redis.pause()
+    stalled = [limiter.acquire_lease("k") for _ in range(2)]  # time out, then open the breaker
+    assert [lease.allowed for lease in stalled] == [policy != "deny"] * 2
+    for lease in stalled:
+        lease.release()
+    held.release()  # the breaker is open: not sent now
+    fresh_redis.resume()
+
+    def redis_says_all_free() -> bool:
+        fallbacks = limiter.stats()["fallbacks"]
+        remaining = limiter.peek("k").remaining
+        return limiter.stats()["fallbacks"] == fallbacks and remaining == 2
+
+    assert wait_for(redis_says_all_free, seconds=5), f"still held: {limiter.peek('k')}"
+    after = [limiter.acquire_lease("k") for _ in range(3)]
+    assert [lease.allowed for lease in after] == [True, True, False]
+
+
 def test_readme_concurrency_block_runs_against_a_server(redis_server: RedisServer) -> None:
     from pathlib import Path
 
