@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -86,6 +87,42 @@ def test_a_block_that_raises_still_gives_its_slot_back(make: MakeConcurrency) ->
         with pytest.raises(RuntimeError, match="held already"):
             slot.__enter__()
     assert limiter.peek("k").remaining == 1
+
+
+def test_one_slot_entered_by_two_at_once_refuses_the_second(make: MakeConcurrency) -> None:
+    """A Slot shared by two tasks or threads: the second entry is refused while the first one's acquisition is
+    on its way to Redis, instead of replacing the first one's lease (which then went back while its block ran)."""
+    limiter = make(5)
+    slot = limiter.slot("k")
+    held_already = "this slot is held already: use one limiter.slot(...) per with block"
+
+    async def enter() -> str:
+        try:
+            async with slot:
+                await asyncio.sleep(0.05)
+                return f"ran with {(await limiter.peek_async('k')).remaining} free"
+        except RuntimeError as error:
+            return str(error)
+
+    async def main() -> list[str]:
+        return list(await asyncio.gather(enter(), enter()))
+
+    assert asyncio.run(main()) == ["ran with 4 free", held_already]
+
+    def enter_sync() -> str:
+        try:
+            with slot:
+                time.sleep(0.1)
+                return f"ran with {limiter.peek('k').remaining} free"
+        except RuntimeError as error:
+            return str(error)
+
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = sorted(pool.map(lambda _: enter_sync(), range(2)))
+    assert outcomes == ["ran with 4 free", held_already]
+    assert limiter.peek("k").remaining == 5
+    with slot:  # free again once left
+        assert limiter.peek("k").remaining == 4
 
 
 def test_costs_and_a_cost_above_the_limit(make: MakeConcurrency) -> None:
@@ -296,6 +333,17 @@ def test_the_cluster_holds_both_keys_of_a_key_in_one_slot(redis_cluster: RedisCl
     assert limiter.stats()["backend_errors"] == 0
 
 
+def test_the_empty_key_is_limited_on_a_cluster_like_any_other(redis_cluster: RedisCluster) -> None:
+    """A key read from a missing header or user id can be "": its two Redis keys still share one slot, so the
+    cluster runs the script instead of refusing it (CROSSSLOT) as a backend error."""
+    limiter = ConcurrencyLimiter(1, redis_cluster.url, key_prefix=prefix(), on_backend_error="deny")
+    lease = limiter.acquire_lease("")
+    assert lease.allowed and not limiter.acquire_lease("").allowed
+    lease.release()
+    assert limiter.peek("").remaining == 1 and limiter.acquire_lease("%").allowed, "'' and '%' are two keys"
+    assert limiter.stats()["backend_errors"] == 0
+
+
 WORKER = """
 import sys
 import redis
@@ -493,6 +541,41 @@ def test_failure_policies_with_a_killed_server(policy: str, fresh_redis: RedisSe
     assert lease.allowed and lease.decision.remaining == 1
     lease.release()
     assert limiter.peek("after").remaining == 2
+
+
+@pytest.mark.parametrize("policy", ["allow", "deny", "memory"])
+def test_leases_lost_in_a_stall_give_their_slots_back_once_redis_answers(policy: str, fresh_redis: RedisServer) -> None:
+    """A paused Redis runs the acquisitions it was sent when it resumes, though their callers timed out and went
+    on without them; a release made while the breaker is open never reaches it. Neither may hold a slot until its
+    lease expires (a minute by default): the key would be full with nothing running."""
+    limiter = ConcurrencyLimiter(
+        2,
+        fresh_redis.url,
+        key_prefix=prefix(),
+        timeout_ms=int(TIMEOUT_S * 1000),
+        connect_timeout_ms=int(TIMEOUT_S * 1000),
+        on_backend_error=policy,
+        breaker_failures=2,
+        breaker_cooldown_ms=200,
+    )
+    held = limiter.acquire_lease("k")
+    assert held.allowed
+    fresh_redis.pause()
+    stalled = [limiter.acquire_lease("k") for _ in range(2)]  # time out, then open the breaker
+    assert [lease.allowed for lease in stalled] == [policy != "deny"] * 2
+    for lease in stalled:
+        lease.release()
+    held.release()  # the breaker is open: not sent now
+    fresh_redis.resume()
+
+    def redis_says_all_free() -> bool:
+        fallbacks = limiter.stats()["fallbacks"]
+        remaining = limiter.peek("k").remaining
+        return limiter.stats()["fallbacks"] == fallbacks and remaining == 2
+
+    assert wait_for(redis_says_all_free, seconds=5), f"still held: {limiter.peek('k')}"
+    after = [limiter.acquire_lease("k") for _ in range(3)]
+    assert [lease.allowed for lease in after] == [True, True, False]
 
 
 def test_readme_concurrency_block_runs_against_a_server(redis_server: RedisServer) -> None:

@@ -461,6 +461,27 @@ def test_a_process_forked_after_using_redis_decides_on_its_own_connection(redis_
     assert not slots.acquire_lease("job").allowed, "the parent's lease and the child's hold both slots"
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_workers_forked_from_one_limiter_never_free_each_others_leases(redis_server: RedisServer) -> None:
+    """gunicorn --preload: the limiter is made before the fork, and every worker takes its first lease after
+    it. Each names its leases apart, so one worker's release never frees another's slot."""
+    slots = ConcurrencyLimiter(2, redis_server.url, key_prefix=prefix())
+
+    def holds() -> object:
+        kept.append(slots.acquire_lease("job"))  # still held when this worker exits
+        return kept[0].allowed
+
+    def takes_and_gives_back() -> object:
+        lease = slots.acquire_lease("job")
+        lease.release()
+        return [lease.allowed, slots.peek("job").remaining]
+
+    kept: list[Lease] = []
+    assert _in_a_forked_child(holds) is True
+    assert _in_a_forked_child(takes_and_gives_back) == [True, 1], "the first worker's lease still holds its slot"
+    assert slots.peek("job").remaining == 1
+
+
 @pytest.mark.parametrize("store", ["memory", "redis"])
 def test_the_async_methods_return_coroutines(store: str, redis_server: RedisServer) -> None:
     """As an `async def` method's would be: asyncio.run and create_task take them, and one made outside any

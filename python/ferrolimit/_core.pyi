@@ -428,8 +428,10 @@ class ConcurrencyLimiter:
     are a ZSET ``{key_prefix}concurrency:{{key}}:{limit}:leases`` (lease id -> expiry) and a HASH ``...:costs``
     (lease id -> slots held); expired leases are purged before counting, and both keys expire with their last
     lease. When Redis fails, ``on_backend_error`` decides acquisitions: ``"allow"`` (untracked), ``"deny"``
-    or ``"memory"`` (a lease in this process's memory store, same limit). A release that cannot reach Redis
-    is dropped and its lease expires by itself. No Redis failure raises.
+    or ``"memory"`` (a lease in this process's memory store, same limit). An acquisition Redis did not answer
+    is cancelled, and a ``Lease``'s release that cannot reach Redis is sent again, in the background until Redis
+    answers or the lease would have expired; ``release(key, cost)`` is not sent again, and its lease expires
+    by itself. No Redis failure raises.
 
     Three ways to hold slots, easiest first:
 

@@ -258,29 +258,57 @@ pub struct Slot {
     backend: Backend,
     key: String,
     cost: u64,
-    entered: Arc<Mutex<Option<Arc<Held>>>>,
+    entered: Arc<Mutex<Entry>>,
+}
+
+/// Where a `Slot` is in its `with` block.
+enum Entry {
+    Free,
+    /// Between the claim and the acquisition's answer, which on Redis (and with the GIL released) other
+    /// threads and tasks can see: a second entry then is refused, rather than replacing this one's lease.
+    Entering,
+    Held(Arc<Held>),
 }
 
 impl Slot {
     fn claim(&self) -> PyResult<()> {
-        if self.entered.lock().is_some() {
+        let mut entry = self.entered.lock();
+        if !matches!(*entry, Entry::Free) {
             return Err(PyRuntimeError::new_err(
                 "this slot is held already: use one limiter.slot(...) per with block",
             ));
         }
+        *entry = Entry::Entering;
         Ok(())
     }
 
     fn take(&self) -> Option<Arc<Held>> {
-        self.entered.lock().take()
+        let mut entry = self.entered.lock();
+        match std::mem::replace(&mut *entry, Entry::Free) {
+            Entry::Held(held) => Some(held),
+            other => {
+                *entry = other;
+                None
+            }
+        }
     }
 }
 
-fn entered(slot: &Arc<Mutex<Option<Arc<Held>>>>, held: Arc<Held>) -> std::result::Result<Lease, Error> {
-    if !held.decision.allowed {
-        return Err(Error::Exceeded(held.decision, held.now_ns));
-    }
-    *slot.lock() = Some(Arc::clone(&held));
+/// The end of an entry: the lease it holds, or the refusal (`Exceeded`, or the acquisition's error).
+fn entered(slot: &Mutex<Entry>, taken: Result<Arc<Held>>) -> Result<Lease> {
+    let mut entry = slot.lock();
+    let held = match taken {
+        Ok(held) if held.decision.allowed => held,
+        Ok(held) => {
+            *entry = Entry::Free;
+            return Err(Error::Exceeded(held.decision, held.now_ns));
+        }
+        Err(error) => {
+            *entry = Entry::Free;
+            return Err(error);
+        }
+    };
+    *entry = Entry::Held(Arc::clone(&held));
     Ok(Lease::new(held))
 }
 
@@ -288,8 +316,8 @@ fn entered(slot: &Arc<Mutex<Option<Arc<Held>>>>, held: Arc<Held>) -> std::result
 impl Slot {
     fn __enter__(&self, py: Python<'_>) -> PyResult<Lease> {
         self.claim()?;
-        let taken = self.backend.acquire(py, &self.key, self.cost)?;
-        let held = Held::new(self.backend.clone(), self.key.clone(), self.cost, taken);
+        let taken = self.backend.acquire(py, &self.key, self.cost);
+        let held = taken.map(|taken| Held::new(self.backend.clone(), self.key.clone(), self.cost, taken));
         Ok(entered(&self.entered, held)?)
     }
 
@@ -308,8 +336,8 @@ impl Slot {
     fn __aenter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         self.claim()?;
         if let Backend::Memory(_) = self.backend {
-            let taken = self.backend.acquire(py, &self.key, self.cost)?;
-            let held = Held::new(self.backend.clone(), self.key.clone(), self.cost, taken);
+            let taken = self.backend.acquire(py, &self.key, self.cost);
+            let held = taken.map(|taken| Held::new(self.backend.clone(), self.key.clone(), self.cost, taken));
             let lease = entered(&self.entered, held)?;
             return ready(py, Bound::new(py, lease)?.into_any());
         }
@@ -319,16 +347,18 @@ impl Slot {
             self.cost,
             Arc::clone(&self.entered),
         );
-        bridge::spawn(py, async move {
-            let taken = match backend.acquire_later(&key, cost).await {
-                Ok(taken) => taken,
-                Err(error) => return Done::Failed(error),
-            };
-            match entered(&slot, Held::new(backend, key, cost, taken)) {
+        let call = bridge::spawn(py, async move {
+            let taken = backend.acquire_later(&key, cost).await;
+            let held = taken.map(|taken| Held::new(backend, key, cost, taken));
+            match entered(&slot, held) {
                 Ok(lease) => Done::Lease(lease),
                 Err(error) => Done::Failed(error),
             }
-        })
+        });
+        if call.is_err() {
+            *self.entered.lock() = Entry::Free;
+        }
+        call
     }
 
     fn __aexit__<'py>(
@@ -539,7 +569,7 @@ impl ConcurrencyLimiter {
             backend: self.backend(),
             key,
             cost,
-            entered: Arc::new(Mutex::new(None)),
+            entered: Arc::new(Mutex::new(Entry::Free)),
         })
     }
 

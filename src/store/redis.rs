@@ -597,11 +597,15 @@ impl Drop for ProbeGuard<'_> {
 
 /// `{prefix}{algorithm}:{{key}}`, the start of every Redis key of `key`. The key is the cluster hash tag, so `{`,
 /// `}` (and `%`, to keep the escape one-to-one) are percent-escaped: a route template such as `/users/{id}`
-/// must not cut the tag short and put every client of the route in one slot. Keys longer than
-/// `MAX_KEY_BYTES` are replaced by their SHA-1.
+/// must not cut the tag short and put every client of the route in one slot. The empty key is written `%`,
+/// which no escaped key is: an empty tag `{}` is no tag to Redis Cluster, which would then hash each Redis key
+/// of the key whole and refuse a script given two of them. Keys longer than `MAX_KEY_BYTES` are replaced by
+/// their SHA-1.
 pub fn tagged_key(prefix: &str, algorithm: &str, key: &str) -> String {
     let escaped;
-    let key = if key.bytes().any(|byte| matches!(byte, b'{' | b'}' | b'%')) {
+    let key = if key.is_empty() {
+        "%"
+    } else if key.bytes().any(|byte| matches!(byte, b'{' | b'}' | b'%')) {
         escaped = key.replace('%', "%25").replace('{', "%7B").replace('}', "%7D");
         escaped.as_str()
     } else {
@@ -1231,6 +1235,12 @@ mod tests {
             "clients of one route spread over slots"
         );
         assert_ne!(limiter.key_name("a{b", rate), limiter.key_name("a%7Bb", rate));
+        assert_eq!(
+            limiter.key_name("", rate),
+            "p:gcra:{%}:10:60000000",
+            "an empty tag would be no tag"
+        );
+        assert_ne!(limiter.key_name("", rate), limiter.key_name("%", rate));
         let long = "x".repeat(10_000);
         assert!(limiter.key_name(&long, rate).len() < 100);
     }

@@ -3,7 +3,9 @@
 -- holder that never releases frees its units when its lease runs out.
 -- KEYS[1]: ZSET lease id -> expiry (microseconds). KEYS[2]: HASH lease id -> units, and "n" -> all units held.
 -- ARGV[2] (cost): units to take (acquire) or give back (release). ARGV[3] (mode): 1 = acquire under lease
--- ARGV[6] if the units fit, 2 = peek, 3 = release up to `cost` units of lease ARGV[6] (unknown: nothing).
+-- ARGV[6] if the units fit, 2 = peek, 3 = release up to `cost` units of lease ARGV[6] (unknown: nothing),
+-- 4 = cancel lease ARGV[6], an acquisition whose answer never came: release all of it, or if it has not run
+-- yet, leave a tombstone (the id holding 0 units until the lease would have expired) that refuses it.
 -- ARGV[4]: limit. ARGV[5]: lease duration in microseconds.
 -- Reply: {now, allowed, units held before this call's change (after the purge), units released}.
 local leases, costs = KEYS[1], KEYS[2]
@@ -38,19 +40,22 @@ if in_flight < 0 then
 end
 local allowed, released = 0, 0
 if mode == 1 then
-  if in_flight + cost <= limit then
+  -- HSETNX fails only on a tombstone: the acquisition was cancelled before it ran.
+  if in_flight + cost <= limit and redis.call("HSETNX", costs, id, whole(cost)) == 1 then
     allowed = 1
     redis.call("ZADD", leases, string.format("%.0f", now + lease_us), id)
-    redis.call("HSET", costs, id, whole(cost))
     redis.call("HINCRBY", costs, "n", whole(cost))
   end
 elseif mode == 2 then
   if in_flight < limit then
     allowed = 1
   end
-elseif mode == 3 then
+elseif mode >= 3 then
   local held = tonumber(redis.call("HGET", costs, id))
-  if held then
+  if not held and mode == 4 then
+    redis.call("ZADD", leases, string.format("%.0f", now + lease_us), id)
+    redis.call("HSET", costs, id, "0")
+  elseif held and held > 0 then
     released = math.min(cost, held)
     if released == held then
       redis.call("ZREM", leases, id)

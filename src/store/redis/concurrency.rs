@@ -5,12 +5,15 @@
 //! sets both keys to expire with the last lease. One `EVALSHA` per acquire, release or peek.
 //!
 //! When Redis fails, acquisitions follow `on_backend_error` (allow: untracked, deny, memory: a lease in the
-//! local limiter, released there). A release that cannot reach Redis is dropped: its lease frees its units
-//! when it expires.
+//! local limiter, released there). An acquisition sent but not answered is cancelled, and a whole lease's
+//! release that failed is sent again, by a task that tries until Redis answers or the lease would have
+//! expired (`cancel_later`). A partial release that failed is dropped: its lease frees its units when it
+//! expires.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use redis::{RedisError, Script};
@@ -23,6 +26,10 @@ use crate::limiter::{CostExceedsLimit, LeaseLimiter};
 const ACQUIRE: u8 = 1;
 const PEEK: u8 = 2;
 const RELEASE: u8 = 3;
+const CANCEL: u8 = 4;
+/// The first wait before a cancel is tried again; it doubles up to `CANCEL_MAX_WAIT`.
+const CANCEL_FIRST_WAIT: Duration = Duration::from_millis(50);
+const CANCEL_MAX_WAIT: Duration = Duration::from_secs(1);
 
 /// What gives an acquisition back.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -122,6 +129,36 @@ impl OwnLeases {
     }
 }
 
+/// Lease ids: a random prefix and a count. A process forked from the one that made the limiter (gunicorn
+/// `--preload`) draws a prefix of its own on its first lease: with the inherited prefix and count, every
+/// worker would name its leases as its siblings do, and one worker's release would free another's lease.
+struct LeaseIds {
+    pid: u32,
+    prefix: String,
+    next: u64,
+}
+
+impl LeaseIds {
+    fn new() -> LeaseIds {
+        let mut random = [0_u8; 8];
+        getrandom::fill(&mut random).expect("the operating system's random source failed");
+        LeaseIds {
+            pid: std::process::id(),
+            prefix: format!("{:016x}", u64::from_le_bytes(random)),
+            next: 1,
+        }
+    }
+
+    fn next(&mut self) -> String {
+        if self.pid != std::process::id() {
+            *self = LeaseIds::new();
+        }
+        let id = format!("{}{:x}", self.prefix, self.next);
+        self.next += 1;
+        id
+    }
+}
+
 /// A concurrency limiter on Redis (see the module docs), with the local limiter as its fallback.
 pub struct RedisConcurrency {
     store: Arc<RedisStore>,
@@ -130,8 +167,7 @@ pub struct RedisConcurrency {
     fallback: Arc<LeaseLimiter>,
     algorithm: Concurrency,
     lease_us: u64,
-    id_prefix: String,
-    next_id: AtomicU64,
+    ids: Mutex<LeaseIds>,
     allowed: AtomicU64,
     denied: AtomicU64,
 }
@@ -140,8 +176,6 @@ impl RedisConcurrency {
     /// `fallback` sets the limit, the wait suggested when full and the lease duration, which must be set.
     pub fn new(store: Arc<RedisStore>, options: LimiterOptions, fallback: Arc<LeaseLimiter>) -> Self {
         let lease_ns = fallback.lease_ns().expect("leases on Redis expire");
-        let mut random = [0_u8; 8];
-        getrandom::fill(&mut random).expect("the operating system's random source failed");
         RedisConcurrency {
             store,
             script: Script::new(
@@ -155,8 +189,7 @@ impl RedisConcurrency {
             algorithm: fallback.algorithm(),
             fallback,
             lease_us: (lease_ns / NANOS_PER_MICRO).max(1),
-            id_prefix: format!("{:016x}", u64::from_le_bytes(random)),
-            next_id: AtomicU64::new(1),
+            ids: Mutex::new(LeaseIds::new()),
             allowed: AtomicU64::new(0),
             denied: AtomicU64::new(0),
         }
@@ -200,6 +233,11 @@ impl RedisConcurrency {
             zone,
             armed: matches!(admit, Admit::Probe),
         };
+        // A cancel in the background never probes (the guard hands the probe back): a request does, and its
+        // caller waits on it anyway.
+        if mode == CANCEL && matches!(admit, Admit::Probe) {
+            return Err(BackendError::Breaker);
+        }
         let now_arg = if self.options.use_local_clock {
             (self.fallback.now_ns() / NANOS_PER_MICRO).to_string()
         } else {
@@ -248,9 +286,9 @@ impl RedisConcurrency {
 
     /// Takes `cost` units of `key` under a new lease if they are free. A Redis failure is decided by the
     /// policy, never returned; only a cost larger than the limit is.
-    pub async fn acquire(&self, key: &str, cost: u64) -> Result<Taken, CostExceedsLimit> {
+    pub async fn acquire(self: &Arc<Self>, key: &str, cost: u64) -> Result<Taken, CostExceedsLimit> {
         self.fallback.check_cost(cost)?;
-        let id = format!("{}{:x}", self.id_prefix, self.next_id.fetch_add(1, Ordering::Relaxed));
+        let id = self.ids.lock().next();
         let taken = match self.call(key, cost, ACQUIRE, &id).await {
             Ok(reply) => {
                 let decision = Decision {
@@ -265,6 +303,10 @@ impl RedisConcurrency {
             }
             Err(error) => {
                 self.failed(key, &error);
+                // Sent but unanswered (a timeout, a dropped connection): Redis may run it yet, or have run it.
+                if !matches!(error, BackendError::Breaker) {
+                    self.cancel_later(key, id);
+                }
                 self.store.counts.fallbacks.fetch_add(1, Ordering::Relaxed);
                 self.fall_back(key, cost, true)
             }
@@ -291,18 +333,38 @@ impl RedisConcurrency {
 
     /// Gives back up to `units` of the lease `token` on `key`; returns the units freed (0 for a lease
     /// released already, expired, untracked, or when Redis cannot be reached: the lease then expires).
-    pub async fn release(&self, key: &str, token: &LeaseToken, units: u64) -> u64 {
+    pub async fn release(self: &Arc<Self>, key: &str, token: &LeaseToken, units: u64) -> u64 {
         match token {
             LeaseToken::Redis(id) => match self.call(key, units, RELEASE, id).await {
                 Ok(reply) => reply.released,
                 Err(error) => {
                     self.failed(key, &error);
+                    // A whole lease is given back once Redis answers again; a part of one could be given twice.
+                    if units == u64::MAX {
+                        self.cancel_later(key, id.clone());
+                    }
                     0
                 }
             },
             LeaseToken::Memory(id) => self.fallback.release(key, *id, units),
             LeaseToken::Untracked => 0,
         }
+    }
+
+    /// Gives back lease `id` of `key` from a task, tried until Redis answers or the lease would have expired:
+    /// an acquisition or a release whose answer never came must not hold its units until then (a stalled
+    /// Redis runs the commands it was sent when it resumes). A lease that was never taken is refused when its
+    /// acquisition arrives later.
+    fn cancel_later(self: &Arc<Self>, key: &str, id: String) {
+        let (limiter, key) = (Arc::clone(self), key.to_owned());
+        tokio::spawn(async move {
+            let deadline = Instant::now() + Duration::from_micros(limiter.lease_us);
+            let mut wait = CANCEL_FIRST_WAIT;
+            while limiter.call(&key, u64::MAX, CANCEL, &id).await.is_err() && Instant::now() < deadline {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(CANCEL_MAX_WAIT);
+            }
+        });
     }
 
     fn fall_back(&self, key: &str, cost: u64, acquire: bool) -> Taken {
