@@ -300,3 +300,141 @@ def test_a_lease_whose_release_fails_as_python_exits_leaves_a_clean_exit(fresh_r
     _, stderr = child.communicate("\n", timeout=30)
     assert child.returncode == 0
     assert "panicked" not in stderr, stderr
+
+
+# A reconnect after an incident must not cost a request `connect_timeout_ms`: with these settings a probe that
+# waited for its connection would take about 1 s, one bounded by the timeout about 0.1 s.
+PROBE_TIMEOUT_MS = 100
+PROBE_CONNECT_TIMEOUT_MS = 1_000
+# Generous, as SLACK_S: the point is to tell 0.1 s from 1 s on a busy machine.
+PROBE_BOUND_S = 0.6
+
+
+def make_probing(url: str, policy: str, key_prefix: str, cooldown_s: float = 0.2) -> Limiter:
+    """A `fixed_window` limiter, so that what Redis counted can be read back from its hash."""
+    return Limiter(
+        "3/day",
+        "fixed_window",
+        url,
+        key_prefix=key_prefix,
+        timeout_ms=PROBE_TIMEOUT_MS,
+        connect_timeout_ms=PROBE_CONNECT_TIMEOUT_MS,
+        on_backend_error=policy,
+        breaker_failures=2,
+        breaker_cooldown_ms=int(cooldown_s * 1000),
+    )
+
+
+def allowed_first(decisions: list[Decision]) -> list[Decision]:
+    """Decisions made concurrently in no set order, put in the order `assert_policy` expects."""
+    return sorted(decisions, key=lambda decision: not decision.allowed)
+
+
+def seconds(call: Callable[[], object]) -> float:
+    started = time.monotonic()
+    call()
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_no_call_waits_past_the_timeout_through_breaker_cooldowns_and_probes(
+    policy: str, fresh_redis: RedisServer
+) -> None:
+    prefix = f"p-{uuid.uuid4().hex[:12]}:"
+    limiter = make_probing(fresh_redis.url, policy, prefix)
+    assert limiter.allow("before"), "connected once: from now on no call may wait for connect_timeout_ms"
+    fresh_redis.pause()
+    try:
+        outcomes = []
+        started = time.monotonic()
+        # Two cycles of cooldown, probe and a connection attempt that runs into connect_timeout_ms.
+        while time.monotonic() - started < 2.5:
+            outcomes.append(timed(lambda: limiter.hit("during")))
+            time.sleep(0.01)
+        ping_s = seconds(limiter._ping)
+        reset_s = seconds(lambda: limiter.reset("during"))
+        stats = limiter.stats()
+    finally:
+        fresh_redis.resume()
+    slowest = max(elapsed for _, elapsed in outcomes)
+    assert slowest < PROBE_BOUND_S, f"a call waited {slowest:.2f} s with timeout_ms={PROBE_TIMEOUT_MS}"
+    assert ping_s < PROBE_BOUND_S and reset_s < PROBE_BOUND_S, (ping_s, reset_s)
+    assert_policy(policy, [decision for decision, _ in outcomes])
+    assert stats["incidents"] == 1
+    assert stats["timeouts"] >= 3, "the breaker opened, then at least one probe waited for Redis"
+    assert stats["fallbacks"] == len(outcomes)
+
+    wait_until_redis_answers(limiter, "after-stall")
+    fallbacks = limiter.stats()["fallbacks"]
+    assert [limiter.allow("after") for _ in range(5)] == [True, True, True, False, False]
+    assert limiter.stats()["fallbacks"] == fallbacks, "Redis decided every one"
+    key = f"{prefix}fixed_window:{{after}}:3:86400000000"
+    assert fresh_redis.command("HGET", key, "c") == "3", "and counted exactly the three it admitted"
+    assert limiter.stats()["breaker_open"] == 0
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_the_connection_a_probe_started_serves_the_next_request(policy: str, fresh_redis: RedisServer) -> None:
+    cooldown_s = 0.5
+    limiter = make_probing(fresh_redis.url, policy, f"p-{uuid.uuid4().hex[:12]}:", cooldown_s=cooldown_s)
+    assert limiter.allow("before")
+    fresh_redis.pause()
+    try:
+        opening = [limiter.hit("during") for _ in range(2)]
+        assert limiter.stats()["breaker_open"] == 1
+        time.sleep(cooldown_s + 0.05)
+
+        async def flood() -> tuple[list[Decision], float]:
+            started = time.monotonic()
+            decisions = await asyncio.gather(*(limiter.hit_async("during") for _ in range(50)))
+            return list(decisions), time.monotonic() - started
+
+        # One of these probes and waits for the timeout; the others fall back at once, none waits on the connection.
+        decisions, elapsed = asyncio.run(flood())
+    finally:
+        fresh_redis.resume()
+    assert elapsed < PROBE_BOUND_S, f"50 concurrent calls took {elapsed:.2f} s with timeout_ms={PROBE_TIMEOUT_MS}"
+    assert_policy(policy, opening + allowed_first(decisions))
+    assert limiter.stats()["timeouts"] == 3, "two timeouts opened the breaker, one probe waited"
+    # Redis answers the connection the probe started (it has until connect_timeout_ms); well within the
+    # cooldown a failed probe would have started, the next request goes to Redis on that connection.
+    time.sleep(0.25)
+    fallbacks = limiter.stats()["fallbacks"]
+    connections = int(fresh_redis.info("stats")["total_connections_received"])
+    after = limiter.hit("after")
+    assert limiter.stats()["fallbacks"] == fallbacks, "no second fallback once Redis answers"
+    # The one new connection is the one INFO opens: the limiter connected no more.
+    assert int(fresh_redis.info("stats")["total_connections_received"]) == connections + 1
+    assert after.allowed and after.remaining == 2
+    assert limiter.stats()["breaker_open"] == 0
+
+
+def test_a_concurrency_limiter_waits_no_longer_than_the_timeout_either(fresh_redis: RedisServer) -> None:
+    limiter = ConcurrencyLimiter(
+        2,
+        fresh_redis.url,
+        key_prefix=f"p-{uuid.uuid4().hex[:12]}:",
+        timeout_ms=PROBE_TIMEOUT_MS,
+        connect_timeout_ms=PROBE_CONNECT_TIMEOUT_MS,
+        on_backend_error="deny",
+        breaker_failures=2,
+        breaker_cooldown_ms=200,
+    )
+    assert limiter.acquire("k").allowed
+    fresh_redis.pause()
+    try:
+        outcomes = []
+        started = time.monotonic()
+        while time.monotonic() - started < 1.5:
+            outcomes.append(timed(lambda: limiter.acquire("k")))
+            time.sleep(0.01)
+    finally:
+        fresh_redis.resume()
+    slowest = max(elapsed for _, elapsed in outcomes)
+    assert slowest < PROBE_BOUND_S, f"an acquire waited {slowest:.2f} s with timeout_ms={PROBE_TIMEOUT_MS}"
+    assert not any(decision.allowed for decision, _ in outcomes)
+    assert limiter.stats()["timeouts"] >= 3
+    deadline = time.monotonic() + 5
+    while not limiter.acquire("k2").allowed:
+        assert time.monotonic() < deadline, f"Redis did not come back: {limiter.stats()}"
+        time.sleep(0.02)

@@ -313,7 +313,9 @@ class Limiter:
     speed up by more than 1% and a unit or more per period, such as ``"2000000/s"``, raises ``ValueError``.
     ``"1000/s"`` and ``"1000000/s"`` divide a second exactly.
 
-    Connecting waits at most ``connect_timeout_ms``, a command at most ``timeout_ms``. When Redis fails or
+    No call waits on Redis longer than ``timeout_ms`` in all, except that a process's first connection may take
+    ``connect_timeout_ms`` more; reconnecting after a failure goes on in the background for up to
+    ``connect_timeout_ms`` while calls fall back. When Redis fails or
     times out, ``on_backend_error`` decides: ``"allow"`` (default), ``"deny"`` (``retry_after`` of at least 1 s,
     and ``reset_after`` the same) or ``"memory"`` (this process's memory store, same rules). A call that timed
     out was sent all the same, so a Redis that stalls and resumes may still count it. After

@@ -8,8 +8,13 @@
 //!   admit more than a limit. A prefix with its own hash tag (`"{rl}:"`) keeps everything in one slot.
 //! - Each key's TTL is the time until its state equals a fresh key's, so idle keys disappear.
 //! - Failures (errors, timeouts) are decided by the limiter's policy: allow, deny or a local memory
-//!   limiter. After `breaker_failures` failures in a row the breaker opens: for `breaker_cooldown` no
-//!   request waits on Redis, then one probe reconnects. On a cluster each zone of `SLOTS_PER_ZONE` slots
+//!   limiter. No call waits on Redis longer than `timeout`, all its round trips together, but for the first
+//!   connection of a process, which may take `connect_timeout` more (see `RedisStore::deadline`). After
+//!   `breaker_failures` failures in a row the breaker opens: for `breaker_cooldown` no request waits on
+//!   Redis, then one probes. A reconnection runs in a task of its own for up to `connect_timeout`: the probe
+//!   stops waiting for it at its deadline and falls back, every other request falls back at once while it
+//!   runs, and its outcome decides the breaker (connected: the next request probes on the new connection;
+//!   failed: another cooldown). On a cluster each zone of `SLOTS_PER_ZONE` slots
 //!   has a breaker of its own, so a dead node opens only its own slots' breakers and the keys of the
 //!   live nodes stay limited by Redis. One log line per incident, however many zones it touches.
 
@@ -103,6 +108,7 @@ impl std::error::Error for UrlError {}
 /// How log lines leave the store: `(is_warning, message)`.
 pub type LogFn = Arc<dyn Fn(bool, &str) + Send + Sync>;
 
+#[derive(Clone)]
 enum Target {
     Single(Box<Client>),
     Cluster(Box<ClusterClient>),
@@ -281,6 +287,8 @@ enum Admit {
 /// One Redis server or cluster: the connection, the breaker and the counts, shared by every limiter
 /// created with the same URL and connection options.
 pub struct RedisStore {
+    /// This store, for the tasks that connect (see `connection`).
+    me: Weak<RedisStore>,
     target: Target,
     shown_url: String,
     options: ConnectOptions,
@@ -300,16 +308,23 @@ pub struct RedisStore {
 struct Link {
     pid: u32,
     conn: Option<Conn>,
-    /// Held while connecting, so that concurrent calls wait for one connection rather than each making one.
-    connecting: Arc<tokio::sync::Mutex<()>>,
+    /// The connection being made, in a task of its own: concurrent calls wait for this one rather than each
+    /// making one, and a call that stops waiting leaves it going for the next.
+    attempt: Option<Attempt>,
+    /// Whether this process has connected: from then on no call waits on Redis longer than `timeout`.
+    connected: bool,
 }
+
+/// What a connection attempt came to, once it has.
+type Attempt = tokio::sync::watch::Receiver<Option<Result<Conn, BackendError>>>;
 
 impl Link {
     fn new() -> Link {
         Link {
             pid: std::process::id(),
             conn: None,
-            connecting: Arc::new(tokio::sync::Mutex::new(())),
+            attempt: None,
+            connected: false,
         }
     }
 
@@ -326,9 +341,11 @@ type Registry = Mutex<Vec<(String, ConnectOptions, Weak<RedisStore>)>>;
 static STORES: Registry = Mutex::new(Vec::new());
 
 /// Why Redis did not answer.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum BackendError {
     Timeout,
+    /// The connection was not made within the call's timeout; the attempt goes on in its own task.
+    Connecting,
     Redis(RedisError),
     Breaker,
 }
@@ -337,6 +354,7 @@ impl fmt::Display for BackendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BackendError::Timeout => f.write_str("timed out"),
+            BackendError::Connecting => f.write_str("timed out connecting"),
             BackendError::Redis(error) => write!(f, "{error}"),
             BackendError::Breaker => f.write_str("breaker open"),
         }
@@ -361,7 +379,8 @@ impl RedisStore {
         } else {
             1
         };
-        let store = Arc::new(RedisStore {
+        let store = Arc::new_cyclic(|me| RedisStore {
+            me: Weak::clone(me),
             target,
             shown_url: redacted(url),
             options: options.clone(),
@@ -412,7 +431,8 @@ impl RedisStore {
         let mut breaker = self.breakers[zone.0].lock();
         match breaker.open_until {
             None => Admit::Yes,
-            Some(until) if Instant::now() >= until && !breaker.probing => {
+            // While a connection is being made the attempt is the probe: the others do not wait on it.
+            Some(until) if Instant::now() >= until && !breaker.probing && !self.attempting() => {
                 breaker.probing = true;
                 Admit::Probe
             }
@@ -454,7 +474,7 @@ impl RedisStore {
 
     fn failed(&self, zone: Zone, error: &BackendError, policy: OnBackendError) {
         self.counts.backend_errors.fetch_add(1, Ordering::Relaxed);
-        if matches!(error, BackendError::Timeout) {
+        if matches!(error, BackendError::Timeout | BackendError::Connecting) {
             self.counts.timeouts.fetch_add(1, Ordering::Relaxed);
         }
         {
@@ -462,7 +482,15 @@ impl RedisStore {
             breaker.failures = breaker.failures.saturating_add(1);
             let probe_failed = breaker.probing;
             breaker.probing = false;
-            if probe_failed || breaker.failures >= self.options.breaker_failures {
+            if matches!(error, BackendError::Connecting) {
+                // The attempt goes on and decides for the call that gave up on it (see `attempted`); an open
+                // breaker stays as it is, letting no call probe meanwhile (see `admit`).
+                if breaker.failures >= self.options.breaker_failures {
+                    breaker
+                        .open_until
+                        .get_or_insert_with(|| Instant::now() + self.options.breaker_cooldown);
+                }
+            } else if probe_failed || breaker.failures >= self.options.breaker_failures {
                 breaker.open_until = Some(Instant::now() + self.options.breaker_cooldown);
                 if !self.is_cluster() {
                     // The probe after the cooldown connects afresh instead of waiting on a dead connection.
@@ -490,83 +518,183 @@ impl RedisStore {
         }
     }
 
-    async fn connection(&self) -> Result<Conn, BackendError> {
-        let connecting = {
-            let mut link = self.link.lock();
-            let link = link.here();
-            if let Some(conn) = &link.conn {
-                return Ok(conn.clone());
-            }
-            Arc::clone(&link.connecting)
-        };
-        let _connecting = connecting.lock().await;
-        if let Some(conn) = &self.link.lock().here().conn {
-            return Ok(conn.clone());
-        }
-        let connect = async {
-            match &self.target {
-                Target::Single(client) => {
-                    let config = ConnectionManagerConfig::new()
-                        .set_connection_timeout(Some(self.options.connect_timeout))
-                        .set_response_timeout(Some(self.options.timeout))
-                        .set_number_of_retries(1)
-                        .set_max_delay(Duration::from_millis(100));
-                    ConnectionManager::new_with_config(Client::clone(client), config)
-                        .await
-                        .map(Conn::Single)
-                }
-                Target::Cluster(client) => client.get_async_connection().await.map(Conn::Cluster),
-            }
-        };
-        let conn = tokio::time::timeout(self.options.connect_timeout, connect)
-            .await
-            .map_err(|_| BackendError::Timeout)?
-            .map_err(BackendError::Redis)?;
-        self.link.lock().here().conn = Some(conn.clone());
-        Ok(conn)
+    /// Whether this process is making a connection now.
+    fn attempting(&self) -> bool {
+        let link = self.link.lock();
+        link.pid == std::process::id() && link.attempt.is_some()
     }
 
-    /// Runs `script` with `keys` and `args` under the timeout; `Err` when Redis did not answer.
-    async fn eval(&self, script: &Script, keys: &[String], args: &[String]) -> Result<Vec<i64>, BackendError> {
+    /// This process's connection, or the attempt to make one (started now if none is under way).
+    fn link_state(&self) -> Result<Conn, Attempt> {
+        let mut link = self.link.lock();
+        let link = link.here();
+        if let Some(conn) = &link.conn {
+            return Ok(conn.clone());
+        }
+        // An attempt whose task is gone without an outcome (its runtime shut down) is replaced.
+        let attempt = match &link.attempt {
+            Some(attempt) if attempt.borrow().is_some() || attempt.has_changed().is_ok() => attempt.clone(),
+            _ => {
+                let attempt = self.attempt(link.pid);
+                link.attempt = Some(attempt.clone());
+                attempt
+            }
+        };
+        Err(attempt)
+    }
+
+    /// Starts connecting in a task of its own, which may take `connect_timeout` whatever its callers' deadlines.
+    fn attempt(&self, pid: u32) -> Attempt {
+        let (outcome, attempt) = tokio::sync::watch::channel(None);
+        let target = self.target.clone();
+        let ConnectOptions {
+            connect_timeout,
+            timeout,
+            ..
+        } = self.options;
+        let store = Weak::clone(&self.me);
+        let mine = attempt.clone();
+        tokio::spawn(async move {
+            let connect = async {
+                match target {
+                    Target::Single(client) => {
+                        let config = ConnectionManagerConfig::new()
+                            .set_connection_timeout(Some(connect_timeout))
+                            .set_response_timeout(Some(timeout))
+                            .set_number_of_retries(1)
+                            .set_max_delay(Duration::from_millis(100));
+                        ConnectionManager::new_with_config(*client, config)
+                            .await
+                            .map(Conn::Single)
+                    }
+                    Target::Cluster(client) => client.get_async_connection().await.map(Conn::Cluster),
+                }
+            };
+            let made = tokio::time::timeout(connect_timeout, connect)
+                .await
+                .map_err(|_| BackendError::Timeout)
+                .and_then(|made| made.map_err(BackendError::Redis));
+            if let Some(store) = store.upgrade() {
+                store.attempted(pid, &mine, &made);
+            }
+            outcome.send_replace(Some(made));
+        });
+        attempt
+    }
+
+    /// Records what the attempt `attempt` came to. A call may have given up waiting on it (`Connecting`), leaving
+    /// it to decide for the breakers: a new connection lets the next call probe at once, a failure keeps every
+    /// open breaker open for another cooldown. No call probes before that is done (see `admit`).
+    fn attempted(&self, pid: u32, attempt: &Attempt, made: &Result<Conn, BackendError>) {
+        // This process's link, and this attempt's: a task runs in the process that spawned it, and a child forked
+        // since has a link of its own, which this connection must never reach.
+        let ours = |link: &Link| {
+            link.pid == pid
+                && std::process::id() == pid
+                && link.attempt.as_ref().is_some_and(|known| known.same_channel(attempt))
+        };
+        if !ours(&self.link.lock()) {
+            return;
+        }
+        let now = Instant::now();
+        if made.is_err() {
+            self.reopen(now + self.options.breaker_cooldown);
+        }
+        {
+            let mut link = self.link.lock();
+            if !ours(&link) {
+                return;
+            }
+            link.attempt = None;
+            if let Ok(conn) = made {
+                link.conn = Some(conn.clone());
+                link.connected = true;
+            }
+        }
+        if made.is_ok() {
+            self.reopen(now);
+        }
+    }
+
+    /// Sets every open breaker to let a call probe at `until`.
+    fn reopen(&self, until: Instant) {
+        for breaker in &self.breakers {
+            let mut breaker = breaker.lock();
+            if breaker.open_until.is_some() {
+                breaker.open_until = Some(until);
+            }
+        }
+    }
+
+    /// When a call starting now must have its answer, however many commands it sends: `timeout` from now once
+    /// this process has connected, before that (the first connection) `connect_timeout` more.
+    fn deadline(&self) -> tokio::time::Instant {
+        let connected = {
+            let link = self.link.lock();
+            link.pid == std::process::id() && link.connected
+        };
+        let budget = if connected {
+            self.options.timeout
+        } else {
+            self.options.timeout + self.options.connect_timeout
+        };
+        tokio::time::Instant::now() + budget
+    }
+
+    /// This process's connection, waited for until `deadline` at most. A call that cannot wait any longer leaves
+    /// the attempt to connect going, and fails with `Connecting`.
+    async fn connection(&self, deadline: tokio::time::Instant) -> Result<Conn, BackendError> {
+        let mut attempt = match self.link_state() {
+            Ok(conn) => return Ok(conn),
+            Err(attempt) => attempt,
+        };
+        let made = tokio::time::timeout_at(deadline, async {
+            match attempt.wait_for(Option::is_some).await {
+                Ok(made) => made.clone().expect("waited for an outcome"),
+                Err(_) => Err(BackendError::Timeout), // the task was dropped: its runtime shut down
+            }
+        })
+        .await;
+        made.map_err(|_| BackendError::Connecting)?
+    }
+
+    /// Runs `script` with `keys` and `args`; `Err` when Redis did not answer by `deadline` (see `deadline`).
+    async fn eval(
+        &self,
+        script: &Script,
+        keys: &[String],
+        args: &[String],
+        deadline: tokio::time::Instant,
+    ) -> Result<Vec<i64>, BackendError> {
+        let mut conn = self.connection(deadline).await?;
+        let mut invocation = script.prepare_invoke();
+        for key in keys {
+            invocation.key(key);
+        }
+        for arg in args {
+            invocation.arg(arg);
+        }
+        self.counts.redis_calls.fetch_add(1, Ordering::Relaxed);
         let call = async {
-            let mut conn = self.connection().await?;
-            let mut invocation = script.prepare_invoke();
-            for key in keys {
-                invocation.key(key);
-            }
-            for arg in args {
-                invocation.arg(arg);
-            }
-            self.counts.redis_calls.fetch_add(1, Ordering::Relaxed);
-            let reply: redis::RedisResult<Vec<i64>> = match &mut conn {
+            match &mut conn {
                 Conn::Single(conn) => invocation.invoke_async(conn).await,
                 Conn::Cluster(conn) => invocation.invoke_async(conn).await,
-            };
-            reply.map_err(BackendError::Redis)
+            }
         };
-        let total = self.options.timeout + self.options.connect_timeout;
-        tokio::time::timeout(total, call)
-            .await
-            .unwrap_or(Err(BackendError::Timeout))
-            .map_err(|error| match error {
-                BackendError::Redis(error) if error.is_timeout() => BackendError::Timeout,
-                other => other,
-            })
+        answered(tokio::time::timeout_at(deadline, call).await)
     }
 
     /// Runs one plain command on the connection the scripts use, within the call's timeout.
     async fn command<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Result<T, BackendError> {
+        let deadline = self.deadline();
+        let mut conn = self.connection(deadline).await?;
         let call = async {
-            let mut conn = self.connection().await?;
-            let reply: redis::RedisResult<T> = match &mut conn {
+            match &mut conn {
                 Conn::Single(conn) => command.query_async(conn).await,
                 Conn::Cluster(conn) => command.query_async(conn).await,
-            };
-            reply.map_err(BackendError::Redis)
+            }
         };
-        tokio::time::timeout(self.options.timeout + self.options.connect_timeout, call)
-            .await
-            .unwrap_or(Err(BackendError::Timeout))
+        answered(tokio::time::timeout_at(deadline, call).await)
     }
 
     /// One `PING` on the connection the scripts use: the floor a decision's round trip is measured against.
@@ -578,6 +706,16 @@ impl RedisStore {
         let mut command = redis::cmd("DEL");
         command.arg(keys);
         self.command::<i64>(command).await.map(|_| ())
+    }
+}
+
+/// A reply within the deadline, or why there was none.
+fn answered<T>(reply: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>) -> Result<T, BackendError> {
+    match reply {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) if error.is_timeout() => Err(BackendError::Timeout),
+        Ok(Err(error)) => Err(BackendError::Redis(error)),
+        Err(_) => Err(BackendError::Timeout),
     }
 }
 
@@ -922,7 +1060,8 @@ impl RedisLimiter {
                 Admit::No => return Err((None, BackendError::Breaker)),
             }
         }
-        let result = self.run_admitted(limits, mode).await;
+        // One deadline for the call, however many slots it asks on a cluster.
+        let result = self.run_admitted(limits, mode, self.store.deadline()).await;
         if result.is_ok() {
             for &zone in &zones {
                 self.store.succeeded(zone);
@@ -932,13 +1071,23 @@ impl RedisLimiter {
     }
 
     /// `eval_group`, a failure tagged with the zone of the group's slot.
-    async fn eval_in_zone(&self, limits: &[&Limit], mode: Mode) -> Result<Outcome, (Zone, BackendError)> {
-        self.eval_group(limits, mode)
+    async fn eval_in_zone(
+        &self,
+        limits: &[&Limit],
+        mode: Mode,
+        deadline: tokio::time::Instant,
+    ) -> Result<Outcome, (Zone, BackendError)> {
+        self.eval_group(limits, mode, deadline)
             .await
             .map_err(|error| (self.store.zone(&limits[0].name), error))
     }
 
-    async fn run_admitted(&self, limits: &[Limit], mode: Mode) -> Result<Outcome, (Zone, BackendError)> {
+    async fn run_admitted(
+        &self,
+        limits: &[Limit],
+        mode: Mode,
+        deadline: tokio::time::Instant,
+    ) -> Result<Outcome, (Zone, BackendError)> {
         if self.store.is_cluster() {
             let mut slots: Vec<u16> = limits.iter().map(|limit| cluster_slot(&limit.name)).collect();
             slots.sort_unstable();
@@ -953,24 +1102,29 @@ impl RedisLimiter {
                             .collect()
                     })
                     .collect();
-                return self.run_across_slots(&groups, mode).await;
+                return self.run_across_slots(&groups, mode, deadline).await;
             }
         }
         let all: Vec<&Limit> = limits.iter().collect();
-        self.eval_in_zone(&all, mode).await
+        self.eval_in_zone(&all, mode, deadline).await
     }
 
     /// Every slot checked first; commits only when all passed, slot by slot.
-    async fn run_across_slots(&self, groups: &[Vec<&Limit>], mode: Mode) -> Result<Outcome, (Zone, BackendError)> {
+    async fn run_across_slots(
+        &self,
+        groups: &[Vec<&Limit>],
+        mode: Mode,
+        deadline: tokio::time::Instant,
+    ) -> Result<Outcome, (Zone, BackendError)> {
         let check_mode = if mode == Mode::Hit { Mode::Test } else { mode };
         let mut outcomes = Vec::with_capacity(groups.len());
         for group in groups {
-            outcomes.push(self.eval_in_zone(group, check_mode).await?);
+            outcomes.push(self.eval_in_zone(group, check_mode, deadline).await?);
         }
         if mode == Mode::Hit && outcomes.iter().all(|outcome| outcome.decision.allowed) {
             outcomes.clear();
             for group in groups {
-                let outcome = self.eval_in_zone(group, Mode::Hit).await?;
+                let outcome = self.eval_in_zone(group, Mode::Hit, deadline).await?;
                 let denied = !outcome.decision.allowed;
                 outcomes.push(outcome);
                 if denied {
@@ -989,7 +1143,12 @@ impl RedisLimiter {
         })
     }
 
-    async fn eval_group(&self, limits: &[&Limit], mode: Mode) -> Result<Outcome, BackendError> {
+    async fn eval_group(
+        &self,
+        limits: &[&Limit],
+        mode: Mode,
+        deadline: tokio::time::Instant,
+    ) -> Result<Outcome, BackendError> {
         let keys: Vec<String> = limits.iter().map(|limit| limit.name.clone()).collect();
         let now_arg = if self.options.use_local_clock {
             (self.fallback.now_ns() / NANOS_PER_MICRO).to_string()
@@ -1011,7 +1170,7 @@ impl RedisLimiter {
         if each_cost {
             args.extend(limits.iter().map(|limit| limit.cost.to_string()));
         }
-        let reply = self.store.eval(&self.script, &keys, &args).await?;
+        let reply = self.store.eval(&self.script, &keys, &args, deadline).await?;
         if reply.len() != 2 + 4 * limits.len() {
             return Err(BackendError::Redis(RedisError::from((
                 redis::ErrorKind::UnexpectedReturnType,

@@ -251,7 +251,10 @@ impl RedisConcurrency {
             self.lease_us.to_string(),
             id.to_owned(),
         ];
-        let result = self.store.eval(&self.script, &names, &args).await;
+        let result = self
+            .store
+            .eval(&self.script, &names, &args, self.store.deadline())
+            .await;
         let reply = match result {
             Ok(reply) if reply.len() == 4 => reply,
             Ok(_) => {
