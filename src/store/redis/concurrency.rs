@@ -307,7 +307,8 @@ impl RedisConcurrency {
             Err(error) => {
                 self.failed(key, &error);
                 // Sent but unanswered (a timeout, a dropped connection): Redis may run it yet, or have run it.
-                if !matches!(error, BackendError::Breaker) {
+                // (Refused by the breaker, or no connection in time: it was never sent.)
+                if !matches!(error, BackendError::Breaker | BackendError::Connecting) {
                     self.cancel_later(key, id);
                 }
                 self.store.counts.fallbacks.fetch_add(1, Ordering::Relaxed);
