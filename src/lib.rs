@@ -6,6 +6,7 @@ pub mod clock;
 pub mod decision;
 pub mod headers;
 pub mod limiter;
+pub mod process;
 pub mod rate;
 pub mod store;
 

@@ -104,7 +104,7 @@ impl Held {
             decision: taken.decision,
             now_ns: taken.now_ns,
             token: Mutex::new(taken.token),
-            pid: std::process::id(),
+            pid: crate::process::id(),
         })
     }
 
@@ -146,7 +146,7 @@ impl Drop for Held {
                 }
             }
             // The copy a forked process inherited: the slots are its parent's, to release or to keep.
-            Backend::Redis(_) if self.pid != std::process::id() => {}
+            Backend::Redis(_) if self.pid != crate::process::id() => {}
             Backend::Redis(remote) => {
                 let (remote, key) = (Arc::clone(remote), std::mem::take(&mut self.key));
                 runtime().spawn(async move {

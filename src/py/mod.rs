@@ -34,6 +34,8 @@ const NANOS: f64 = 1e9;
 
 /// Adds what `#[pymodule_export]` cannot: exception types.
 pub fn init_module(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    // The fork handler that keeps the cached process id true, in place at import, before any fork.
+    crate::process::id();
     module.add("CostExceedsLimitError", module.py().get_type::<CostExceedsLimitError>())?;
     module.add(
         "ConcurrencyLimitExceeded",

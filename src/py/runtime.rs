@@ -24,7 +24,7 @@ static CURRENT: AtomicPtr<Owned> = AtomicPtr::new(std::ptr::null_mut());
 /// # Panics
 /// If the operating system refuses the runtime its threads or its event queue.
 pub(crate) fn runtime() -> &'static Runtime {
-    let pid = std::process::id();
+    let pid = crate::process::id();
     loop {
         let current = CURRENT.load(Ordering::Acquire);
         // SAFETY: a non-null pointer in CURRENT came from Box::into_raw below and is never freed.

@@ -321,7 +321,7 @@ type Attempt = tokio::sync::watch::Receiver<Option<Result<Conn, BackendError>>>;
 impl Link {
     fn new() -> Link {
         Link {
-            pid: std::process::id(),
+            pid: crate::process::id(),
             conn: None,
             attempt: None,
             connected: false,
@@ -330,7 +330,7 @@ impl Link {
 
     /// This process's link: the inherited one forgotten in a child process.
     fn here(&mut self) -> &mut Link {
-        if self.pid != std::process::id() {
+        if self.pid != crate::process::id() {
             std::mem::forget(std::mem::replace(self, Link::new()));
         }
         self
@@ -521,7 +521,7 @@ impl RedisStore {
     /// Whether this process is making a connection now.
     fn attempting(&self) -> bool {
         let link = self.link.lock();
-        link.pid == std::process::id() && link.attempt.is_some()
+        link.pid == crate::process::id() && link.attempt.is_some()
     }
 
     /// This process's connection, or the attempt to make one (started now if none is under way).
@@ -590,7 +590,7 @@ impl RedisStore {
         // since has a link of its own, which this connection must never reach.
         let ours = |link: &Link| {
             link.pid == pid
-                && std::process::id() == pid
+                && crate::process::id() == pid
                 && link.attempt.as_ref().is_some_and(|known| known.same_channel(attempt))
         };
         if !ours(&self.link.lock()) {
@@ -631,7 +631,7 @@ impl RedisStore {
     fn deadline(&self) -> tokio::time::Instant {
         let connected = {
             let link = self.link.lock();
-            link.pid == std::process::id() && link.connected
+            link.pid == crate::process::id() && link.connected
         };
         let budget = if connected {
             self.options.timeout

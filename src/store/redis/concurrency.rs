@@ -143,14 +143,14 @@ impl LeaseIds {
         let mut random = [0_u8; 8];
         getrandom::fill(&mut random).expect("the operating system's random source failed");
         LeaseIds {
-            pid: std::process::id(),
+            pid: crate::process::id(),
             prefix: format!("{:016x}", u64::from_le_bytes(random)),
             next: 1,
         }
     }
 
     fn next(&mut self) -> String {
-        if self.pid != std::process::id() {
+        if self.pid != crate::process::id() {
             *self = LeaseIds::new();
         }
         let id = format!("{}{:x}", self.prefix, self.next);
