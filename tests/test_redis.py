@@ -240,6 +240,20 @@ def test_database_numbers_are_checked_when_the_limiter_is_made(database: str, me
         Limiter("5/min", "gcra", "redis+cluster://127.0.0.1:1,127.0.0.1:2/3")
 
 
+@pytest.mark.parametrize("key_prefix", ["{}", "app:{}:", "a{}{b}:"])
+def test_a_key_prefix_with_an_empty_hash_tag_is_refused_on_a_cluster(key_prefix: str) -> None:
+    # Redis Cluster reads "{}" as no tag and hashes whole keys: a decision's keys would land in different slots.
+    url = "redis+cluster://127.0.0.1:1,127.0.0.1:2"  # nothing is asked of it: the prefix is refused first
+    message = "an empty hash tag"
+    with pytest.raises(ValueError, match=message):
+        Limiter("5/min", "gcra", url, key_prefix=key_prefix)
+    with pytest.raises(ValueError, match=message):
+        ConcurrencyLimiter(2, url, key_prefix=key_prefix)
+    for fine in ("{app}:", "app:", "a{b:", "}{x}"):
+        Limiter("5/min", "gcra", url, key_prefix=fine)
+    Limiter("5/min", "gcra", "redis://127.0.0.1:1", key_prefix=key_prefix)  # one node: no slots to split
+
+
 def test_the_database_is_the_urls_path_or_query_and_the_scheme_any_case(redis_server: RedisServer) -> None:
     redis = pytest.importorskip("redis")
     key_prefix = prefix()

@@ -93,6 +93,14 @@ pub(super) fn open_store(
         return Ok(None);
     }
     let store = RedisStore::shared(storage, &connect, python_log()).map_err(|error| Error::Value(error.to_string()))?;
+    if store.is_cluster() && crate::store::redis::has_empty_hash_tag(settings.key_prefix) {
+        return Err(Error::Value(format!(
+            "key_prefix {:?} opens an empty hash tag \"{{}}\", which Redis Cluster reads as no tag at all: the keys of \
+             one decision would land in different slots. Name the tag (\"{{myapp}}:\", every key in one slot) or \
+             leave braces out",
+            settings.key_prefix
+        )));
+    }
     let options = LimiterOptions {
         key_prefix: settings.key_prefix.to_owned(),
         on_backend_error,

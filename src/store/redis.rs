@@ -733,6 +733,15 @@ impl Drop for ProbeGuard<'_> {
     }
 }
 
+/// Whether Redis Cluster would read no hash tag in keys starting with `prefix` although it has braces: its first
+/// `{` is followed at once by `}` (an empty tag, which Redis Cluster ignores, hashing the whole key). The keys of
+/// one decision would then land in different slots.
+pub fn has_empty_hash_tag(prefix: &str) -> bool {
+    prefix
+        .find('{')
+        .is_some_and(|open| prefix[open + 1..].starts_with('}'))
+}
+
 /// `{prefix}{algorithm}:{{key}}`, the start of every Redis key of `key`. The key is the cluster hash tag, so `{`,
 /// `}` (and `%`, to keep the escape one-to-one) are percent-escaped: a route template such as `/users/{id}`
 /// must not cut the tag short and put every client of the route in one slot. The empty key is written `%`,
