@@ -1004,3 +1004,21 @@ def test_rate_limit_exceeded_reads_as_its_detail() -> None:
     assert str(exc) == "slow down" and exc.args == ("slow down",)
     assert (exc.retry_after, exc.detail, exc.limit, exc.reset_ms, exc.status_code) == (5, "slow down", None, None, 429)
     assert str(RateLimitExceeded(7)) == "Too many requests."
+
+
+def test_rate_limit_exceeded_copies_and_pickles_with_its_fields() -> None:
+    """`args` is `(detail,)` as fastlimit's: copying or pickling the exception (an error reporter, a process
+    pool) rebuilds it from its fields, not by passing the detail as `retry_after`."""
+    import copy
+    import pickle
+
+    exc = RateLimitExceeded(retry_after=5, detail="slow down", limit=10, reset_ms=1_000)
+    for clone in (copy.copy(exc), copy.deepcopy(exc), pickle.loads(pickle.dumps(exc))):
+        assert (str(clone), clone.args, clone.retry_after, clone.limit, clone.reset_ms) == (
+            "slow down",
+            ("slow down",),
+            5,
+            10,
+            1_000,
+        )
+        assert clone.headers == {"Retry-After": "5"}

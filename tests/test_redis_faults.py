@@ -438,3 +438,45 @@ def test_a_concurrency_limiter_waits_no_longer_than_the_timeout_either(fresh_red
     while not limiter.acquire("k2").allowed:
         assert time.monotonic() < deadline, f"Redis did not come back: {limiter.stats()}"
         time.sleep(0.02)
+
+
+def test_an_acquisition_that_never_reached_redis_leaves_nothing_there(fresh_redis: RedisServer) -> None:
+    # Only an acquisition Redis may have run is cancelled: one made while no connection could be made (the
+    # probes after each cooldown, to a server that is down) never left, and must leave no tombstone lease in
+    # Redis once it is back.
+    prefix = f"p-{uuid.uuid4().hex[:12]}:"
+    limiter = ConcurrencyLimiter(
+        2,
+        fresh_redis.url,
+        key_prefix=prefix,
+        timeout_ms=400,  # longer than a refused connection takes to fail (one retry after up to 100 ms)
+        connect_timeout_ms=300,
+        on_backend_error="deny",
+        breaker_failures=1,
+        breaker_cooldown_ms=50,
+        lease_ms=30_000,
+    )
+    assert limiter.acquire("k").allowed
+    limiter.release("k")
+    fresh_redis.kill()
+    decisions = []
+    for _ in range(5):
+        time.sleep(0.1)  # past the cooldown: each acquisition probes, on a connection of its own
+        decisions.append(limiter.acquire("k"))
+    assert not any(decision.allowed for decision in decisions)
+    assert limiter.stats()["backend_errors"] == 5
+    fresh_redis.start()
+    assert wait_for_acquire(limiter, "other"), "a request probes and closes the breaker: cancels may go out"
+    time.sleep(1.5)  # longer than a cancel task takes to retry (50 ms, doubling up to 1 s)
+    # The first one went out on the connection Redis dropped: the only one that may be cancelled.
+    tombstones = fresh_redis.command("HGETALL", f"{prefix}concurrency:{{k}}:2:costs")
+    assert len(tombstones) <= 2, f"leases Redis never saw: {tombstones}"
+    assert limiter.acquire("k").allowed and limiter.acquire("k").allowed
+
+
+def wait_for_acquire(limiter: ConcurrencyLimiter, key: str) -> bool:
+    deadline = time.monotonic() + 5
+    while not limiter.acquire(key).allowed:
+        assert time.monotonic() < deadline, f"Redis did not come back: {limiter.stats()}"
+        time.sleep(0.02)
+    return True

@@ -168,6 +168,10 @@ class RateLimitExceeded(HTTPException):
     def __str__(self) -> str:
         return str(self.detail)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # `args` is `(detail,)`, which is no way to call `__init__`: copy and pickle rebuild from the fields.
+        return type(self), (self.retry_after, self.detail, self.limit, self.reset_ms), self.__dict__
+
     @classmethod
     def from_decision(cls, decision: Decision, name: str | None = None) -> RateLimitExceeded:
         return cls(

@@ -666,7 +666,24 @@ impl RedisStore {
         args: &[String],
         deadline: tokio::time::Instant,
     ) -> Result<Vec<i64>, BackendError> {
-        let mut conn = self.connection(deadline).await?;
+        self.eval_sent(script, keys, args, deadline)
+            .await
+            .map_err(|failed| failed.error)
+    }
+
+    /// `eval`, a failure telling whether the script may have reached Redis: not when no connection was made in
+    /// time, whether the attempt was still going (`Connecting`) or had failed, nor when the connection was refused.
+    async fn eval_sent(
+        &self,
+        script: &Script,
+        keys: &[String],
+        args: &[String],
+        deadline: tokio::time::Instant,
+    ) -> Result<Vec<i64>, Unanswered> {
+        let mut conn = self
+            .connection(deadline)
+            .await
+            .map_err(|error| Unanswered { error, sent: false })?;
         let mut invocation = script.prepare_invoke();
         for key in keys {
             invocation.key(key);
@@ -681,7 +698,11 @@ impl RedisStore {
                 Conn::Cluster(conn) => invocation.invoke_async(conn).await,
             }
         };
-        answered(tokio::time::timeout_at(deadline, call).await)
+        answered(tokio::time::timeout_at(deadline, call).await).map_err(|error| {
+            // The connection manager reconnecting to a server that refuses it sends nothing.
+            let sent = !matches!(&error, BackendError::Redis(error) if error.is_connection_refusal());
+            Unanswered { error, sent }
+        })
     }
 
     /// Runs one plain command on the connection the scripts use, within the call's timeout.
@@ -707,6 +728,12 @@ impl RedisStore {
         command.arg(keys);
         self.command::<i64>(command).await.map(|_| ())
     }
+}
+
+/// Why a call had no answer, and whether its command went out to Redis (which may run it yet).
+pub struct Unanswered {
+    pub error: BackendError,
+    pub sent: bool,
 }
 
 /// A reply within the deadline, or why there was none.

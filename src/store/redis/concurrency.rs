@@ -18,7 +18,10 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use redis::{RedisError, Script};
 
-use super::{tagged_key, Admit, BackendError, LimiterOptions, OnBackendError, ProbeGuard, RedisStore, NANOS_PER_MICRO};
+use super::{
+    tagged_key, Admit, BackendError, LimiterOptions, OnBackendError, ProbeGuard, RedisStore, Unanswered,
+    NANOS_PER_MICRO,
+};
 use crate::algorithm::Concurrency;
 use crate::decision::Decision;
 use crate::limiter::{CostExceedsLimit, LeaseLimiter};
@@ -221,12 +224,16 @@ impl RedisConcurrency {
         [format!("{base}:leases"), format!("{base}:costs")]
     }
 
-    async fn call(&self, key: &str, units: u64, mode: u8, id: &str) -> Result<Reply, BackendError> {
+    async fn call(&self, key: &str, units: u64, mode: u8, id: &str) -> Result<Reply, Unanswered> {
+        let refused = || Unanswered {
+            error: BackendError::Breaker,
+            sent: false,
+        };
         let names = self.key_names(key);
         let zone = self.store.zone(&names[0]);
         let admit = self.store.admit(zone);
         if matches!(admit, Admit::No) {
-            return Err(BackendError::Breaker);
+            return Err(refused());
         }
         let _probe = ProbeGuard {
             store: &self.store,
@@ -236,7 +243,7 @@ impl RedisConcurrency {
         // A cancel in the background never probes (the guard hands the probe back): a request does, and its
         // caller waits on it anyway.
         if mode == CANCEL && matches!(admit, Admit::Probe) {
-            return Err(BackendError::Breaker);
+            return Err(refused());
         }
         let now_arg = if self.options.use_local_clock {
             (self.fallback.now_ns() / NANOS_PER_MICRO).to_string()
@@ -253,15 +260,18 @@ impl RedisConcurrency {
         ];
         let result = self
             .store
-            .eval(&self.script, &names, &args, self.store.deadline())
+            .eval_sent(&self.script, &names, &args, self.store.deadline())
             .await;
         let reply = match result {
             Ok(reply) if reply.len() == 4 => reply,
             Ok(_) => {
-                return Err(BackendError::Redis(RedisError::from((
-                    redis::ErrorKind::UnexpectedReturnType,
-                    "the concurrency script answered with the wrong number of values",
-                ))))
+                return Err(Unanswered {
+                    error: BackendError::Redis(RedisError::from((
+                        redis::ErrorKind::UnexpectedReturnType,
+                        "the concurrency script answered with the wrong number of values",
+                    ))),
+                    sent: true,
+                })
             }
             Err(error) => return Err(error),
         };
@@ -304,11 +314,11 @@ impl RedisConcurrency {
                     token: reply.allowed.then_some(LeaseToken::Redis(id)),
                 }
             }
-            Err(error) => {
+            Err(Unanswered { error, sent }) => {
                 self.failed(key, &error);
                 // Sent but unanswered (a timeout, a dropped connection): Redis may run it yet, or have run it.
-                // (Refused by the breaker, or no connection in time: it was never sent.)
-                if !matches!(error, BackendError::Breaker | BackendError::Connecting) {
+                // (Refused by the breaker, or no connection made in time: it never left.)
+                if sent {
                     self.cancel_later(key, id);
                 }
                 self.store.counts.fallbacks.fetch_add(1, Ordering::Relaxed);
@@ -327,7 +337,7 @@ impl RedisConcurrency {
                 now_ns: reply.now_ns,
                 token: None,
             },
-            Err(error) => {
+            Err(Unanswered { error, .. }) => {
                 self.failed(key, &error);
                 self.store.counts.fallbacks.fetch_add(1, Ordering::Relaxed);
                 self.fall_back(key, 1, false)
@@ -341,7 +351,7 @@ impl RedisConcurrency {
         match token {
             LeaseToken::Redis(id) => match self.call(key, units, RELEASE, id).await {
                 Ok(reply) => reply.released,
-                Err(error) => {
+                Err(Unanswered { error, .. }) => {
                     self.failed(key, &error);
                     // A whole lease is given back once Redis answers again; a part of one could be given twice.
                     if units == u64::MAX {
