@@ -764,9 +764,7 @@ impl Drop for ProbeGuard<'_> {
 /// `{` is followed at once by `}` (an empty tag, which Redis Cluster ignores, hashing the whole key). The keys of
 /// one decision would then land in different slots.
 pub fn has_empty_hash_tag(prefix: &str) -> bool {
-    prefix
-        .find('{')
-        .is_some_and(|open| prefix[open + 1..].starts_with('}'))
+    prefix.find('{').is_some_and(|open| prefix[open + 1..].starts_with('}'))
 }
 
 /// `{prefix}{algorithm}:{{key}}`, the start of every Redis key of `key`. The key is the cluster hash tag, so `{`,
