@@ -136,7 +136,7 @@ impl Drop for Call {
         match self.state {
             _ if self.awaited => {}
             State::Unstarted(_) => warn_never_awaited("made outside an event loop, it never ran"),
-            State::Started(_) => warn_never_awaited("it ran, and its result was dropped"),
+            State::Started(_) => warn_never_awaited("it was sent, and its result was dropped"),
             State::Finished => {}
         }
     }
