@@ -483,11 +483,11 @@ def test_the_event_loop_runs_while_redis_is_slow(redis_server: RedisServer) -> N
 TIMEOUT_S = 0.15
 
 
-@pytest.mark.parametrize("policy", ["allow", "deny", "memory"])
-def test_failure_policies_with_a_killed_server(policy: str, fresh_redis: RedisServer) -> None:
-    limiter = ConcurrencyLimiter(
+def two_slots_failing_fast(policy: str, server: RedisServer) -> ConcurrencyLimiter:
+    """Two slots on `server`, giving up on it after TIMEOUT_S and opening the breaker after two failures."""
+    return ConcurrencyLimiter(
         2,
-        fresh_redis.url,
+        server.url,
         key_prefix=prefix(),
         timeout_ms=int(TIMEOUT_S * 1000),
         connect_timeout_ms=int(TIMEOUT_S * 1000),
@@ -495,6 +495,11 @@ def test_failure_policies_with_a_killed_server(policy: str, fresh_redis: RedisSe
         breaker_failures=2,
         breaker_cooldown_ms=200,
     )
+
+
+@pytest.mark.parametrize("policy", ["allow", "deny", "memory"])
+def test_failure_policies_with_a_killed_server(policy: str, fresh_redis: RedisServer) -> None:
+    limiter = two_slots_failing_fast(policy, fresh_redis)
     before = limiter.acquire_lease("k")
     assert before.allowed
     fresh_redis.kill()
@@ -548,16 +553,7 @@ def test_leases_lost_in_a_stall_give_their_slots_back_once_redis_answers(policy:
     """A paused Redis runs the acquisitions it was sent when it resumes, though their callers timed out and went
     on without them; a release made while the breaker is open never reaches it. Neither may hold a slot until its
     lease expires (a minute by default): the key would be full with nothing running."""
-    limiter = ConcurrencyLimiter(
-        2,
-        fresh_redis.url,
-        key_prefix=prefix(),
-        timeout_ms=int(TIMEOUT_S * 1000),
-        connect_timeout_ms=int(TIMEOUT_S * 1000),
-        on_backend_error=policy,
-        breaker_failures=2,
-        breaker_cooldown_ms=200,
-    )
+    limiter = two_slots_failing_fast(policy, fresh_redis)
     held = limiter.acquire_lease("k")
     assert held.allowed
     fresh_redis.pause()
