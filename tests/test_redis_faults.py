@@ -13,12 +13,15 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from ferrolimit import ConcurrencyLimiter, Decision, Limiter, Quota
 from ferrolimit._core import HeaderRenderer
 from tests.redis_server import RedisCluster, RedisServer, free_port
+
+T = TypeVar("T")
 
 POLICIES = ["allow", "deny", "memory"]
 TIMEOUT_S = 0.15
@@ -41,10 +44,20 @@ def make(url: str, policy: str, cooldown_s: float = COOLDOWN_S) -> Limiter:
     )
 
 
-def timed(call: Callable[[], Decision]) -> tuple[Decision, float]:
+def timed(call: Callable[[], T]) -> tuple[T, float]:
     started = time.monotonic()
-    decision = call()
-    return decision, time.monotonic() - started
+    result = call()
+    return result, time.monotonic() - started
+
+
+def timed_for(duration_s: float, call: Callable[[], Decision]) -> list[tuple[Decision, float]]:
+    """`call` over and over (10 ms apart) for `duration_s`, each with the seconds it took."""
+    outcomes = []
+    started = time.monotonic()
+    while time.monotonic() - started < duration_s:
+        outcomes.append(timed(call))
+        time.sleep(0.01)
+    return outcomes
 
 
 def assert_policy(policy: str, decisions: list[Decision]) -> None:
@@ -330,12 +343,6 @@ def allowed_first(decisions: list[Decision]) -> list[Decision]:
     return sorted(decisions, key=lambda decision: not decision.allowed)
 
 
-def seconds(call: Callable[[], object]) -> float:
-    started = time.monotonic()
-    call()
-    return time.monotonic() - started
-
-
 @pytest.mark.parametrize("policy", POLICIES)
 def test_no_call_waits_past_the_timeout_through_breaker_cooldowns_and_probes(
     policy: str, fresh_redis: RedisServer
@@ -345,14 +352,10 @@ def test_no_call_waits_past_the_timeout_through_breaker_cooldowns_and_probes(
     assert limiter.allow("before"), "connected once: from now on no call may wait for connect_timeout_ms"
     fresh_redis.pause()
     try:
-        outcomes = []
-        started = time.monotonic()
         # Two cycles of cooldown, probe and a connection attempt that runs into connect_timeout_ms.
-        while time.monotonic() - started < 2.5:
-            outcomes.append(timed(lambda: limiter.hit("during")))
-            time.sleep(0.01)
-        ping_s = seconds(limiter._ping)
-        reset_s = seconds(lambda: limiter.reset("during"))
+        outcomes = timed_for(2.5, lambda: limiter.hit("during"))
+        ping_s = timed(limiter._ping)[1]
+        reset_s = timed(lambda: limiter.reset("during"))[1]
         stats = limiter.stats()
     finally:
         fresh_redis.resume()
@@ -423,11 +426,7 @@ def test_a_concurrency_limiter_waits_no_longer_than_the_timeout_either(fresh_red
     assert limiter.acquire("k").allowed
     fresh_redis.pause()
     try:
-        outcomes = []
-        started = time.monotonic()
-        while time.monotonic() - started < 1.5:
-            outcomes.append(timed(lambda: limiter.acquire("k")))
-            time.sleep(0.01)
+        outcomes = timed_for(1.5, lambda: limiter.acquire("k"))
     finally:
         fresh_redis.resume()
     slowest = max(elapsed for _, elapsed in outcomes)
